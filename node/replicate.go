@@ -1,0 +1,259 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"vulcan/gossip"
+	"vulcan/node/store"
+	"vulcan/upstreams"
+)
+
+// Keys of the replicated state. Everything but reports is persisted.
+const (
+	prefixService  = "svc/"    // svc/NAME → Service JSON
+	prefixUpstream = "up/"     // up/SERVICE/ID → Upstream JSON
+	prefixState    = "state/"  // state/SERVICE/ID → "active" | "draining"
+	prefixHealth   = "health/" // health/SERVICE/ID → "up" | "down"
+	prefixReport   = "report/" // report/NODE → nodeReport JSON (not persisted)
+	prefixLimit    = "limit/"  // limit/ID → Limit JSON (embedded store only)
+	keyLimitsRev   = "limits-rev"
+)
+
+func serviceKey(name string) string       { return prefixService + name }
+func upstreamKey(svc, id string) string   { return prefixUpstream + svc + "/" + id }
+func stateKey(svc, id string) string      { return prefixState + svc + "/" + id }
+func healthKey(svc, id string) string     { return prefixHealth + svc + "/" + id }
+func reportKey(node string) string        { return prefixReport + node }
+func limitKey(id string) string           { return prefixLimit + id }
+func splitPair(rest string) (a, b string) { a, b, _ = strings.Cut(rest, "/"); return }
+
+// onChange is the gossip observer: it applies the entry to the table and
+// queues it for the store. It runs on gossip's goroutines, so it only does
+// in-memory work.
+func (n *Node) onChange(e gossip.Entry) {
+	if n.cluster.Load() == nil {
+		// Still inside gossip.New: loadState applies everything afterwards.
+		if !strings.HasPrefix(e.Key, prefixReport) {
+			n.persist.mark(e.Key)
+		}
+		return
+	}
+	switch {
+	case strings.HasPrefix(e.Key, prefixReport):
+		n.reports.apply(e)
+		return
+	case strings.HasPrefix(e.Key, prefixService):
+		n.applyService(strings.TrimPrefix(e.Key, prefixService))
+	case strings.HasPrefix(e.Key, prefixUpstream):
+		n.applyUpstream(splitPair(strings.TrimPrefix(e.Key, prefixUpstream)))
+	case strings.HasPrefix(e.Key, prefixState):
+		n.applyUpstream(splitPair(strings.TrimPrefix(e.Key, prefixState)))
+		n.reports.kick()
+	case strings.HasPrefix(e.Key, prefixHealth):
+		svc, id := splitPair(strings.TrimPrefix(e.Key, prefixHealth))
+		if !e.Deleted {
+			n.applyMu.Lock()
+			n.table.SetHealth(svc, id, upstreams.Health(e.Value))
+			n.applyMu.Unlock()
+		}
+	case strings.HasPrefix(e.Key, prefixLimit), e.Key == keyLimitsRev:
+		n.limitsChanged()
+	}
+	n.persist.mark(e.Key)
+}
+
+func (n *Node) onMember(m gossip.Member) {
+	n.log.Info("member", "name", m.Name, "addr", m.Addr, "status", m.Status)
+	n.reports.kick()
+}
+
+// applyAll brings the table in line with the whole replicated state.
+func (n *Node) applyAll() {
+	c := n.cluster.Load()
+	for _, e := range c.Entries(prefixService) {
+		n.applyService(strings.TrimPrefix(e.Key, prefixService))
+	}
+	for _, e := range c.Entries(prefixReport) {
+		n.reports.apply(e)
+	}
+}
+
+// applyService puts or removes a service and then every upstream of it, so
+// that entries arriving in any order end in the same table.
+func (n *Node) applyService(name string) {
+	c := n.cluster.Load()
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	e, ok := c.Get(serviceKey(name))
+	var svc upstreams.Service
+	if ok && json.Unmarshal(e.Value, &svc) == nil && svc.Normalize() == nil {
+		n.table.PutService(svc)
+	} else {
+		n.table.RemoveService(name)
+		n.reports.setDraining(name, "", false)
+		return
+	}
+	seen := map[string]bool{}
+	for _, ue := range c.Entries(prefixUpstream + name + "/") {
+		_, id := splitPair(strings.TrimPrefix(ue.Key, prefixUpstream))
+		seen[id] = true
+		n.applyUpstreamLocked(c, name, id)
+	}
+	for _, v := range n.table.Snapshot() {
+		if v.Name != name {
+			continue
+		}
+		for _, u := range v.Upstreams {
+			if !seen[u.ID] {
+				n.table.RemoveUpstream(name, u.ID)
+			}
+		}
+	}
+}
+
+func (n *Node) applyUpstream(svc, id string) {
+	c := n.cluster.Load()
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	if _, ok := c.Get(serviceKey(svc)); !ok {
+		return
+	}
+	n.applyUpstreamLocked(c, svc, id)
+}
+
+func (n *Node) applyUpstreamLocked(c *gossip.Cluster, svc, id string) {
+	e, ok := c.Get(upstreamKey(svc, id))
+	var u upstreams.Upstream
+	if !ok || json.Unmarshal(e.Value, &u) != nil || u.Normalize() != nil {
+		n.table.RemoveUpstream(svc, id)
+		n.reports.setDraining(svc, id, false)
+		return
+	}
+	state := upstreams.StateActive
+	if se, ok := c.Get(stateKey(svc, id)); ok && upstreams.AdminState(se.Value) == upstreams.StateDraining {
+		state = upstreams.StateDraining
+	}
+	// State first: an upstream must never be visible as active, even for an
+	// instant, when the cluster says it is draining.
+	n.table.SetState(svc, id, state)
+	n.table.PutUpstream(u)
+	if he, ok := c.Get(healthKey(svc, id)); ok {
+		n.table.SetHealth(svc, id, upstreams.Health(he.Value))
+	}
+	n.reports.setDraining(svc, id, state == upstreams.StateDraining)
+}
+
+// onLocalHealth is called by the table when this node observes a change of
+// health; the verdict is shared with the whole cluster.
+func (n *Node) onLocalHealth(svc, id string, h upstreams.Health) {
+	c := n.cluster.Load()
+	if c == nil {
+		return
+	}
+	if e, ok := c.Get(healthKey(svc, id)); ok && upstreams.Health(e.Value) == h {
+		return
+	}
+	n.log.Info("upstream health changed", "service", svc, "upstream", id, "health", h)
+	c.Set(healthKey(svc, id), []byte(h))
+}
+
+// persister writes changed entries to the store from one goroutine, so that
+// gossip's goroutines never wait on disk or Cassandra. Keys are coalesced:
+// only the newest entry of a key is written.
+type persister struct {
+	st    store.Store
+	log   hclog.Logger
+	mu    sync.Mutex
+	dirty map[string]struct{}
+	wake  chan struct{}
+	// source reads the current entry of a key; set once the cluster exists.
+	source func(key string) (gossip.Entry, bool)
+}
+
+func newPersister(st store.Store, log hclog.Logger) *persister {
+	return &persister{st: st, log: log, dirty: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+}
+
+func (p *persister) mark(key string) {
+	p.mu.Lock()
+	p.dirty[key] = struct{}{}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *persister) run(ctx context.Context) {
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-retry.C:
+		}
+		p.flush(ctx)
+	}
+}
+
+// flush writes every dirty key: live entries are saved, deleted ones
+// removed. Keys that fail stay dirty and are retried by run's ticker or at
+// close.
+func (p *persister) flush(ctx context.Context) {
+	p.mu.Lock()
+	keys := p.dirty
+	p.dirty = map[string]struct{}{}
+	src := p.source
+	p.mu.Unlock()
+	if len(keys) == 0 || src == nil {
+		p.requeue(keys)
+		return
+	}
+	var save []store.Record
+	var del []string
+	for k := range keys {
+		if e, ok := src(k); ok {
+			save = append(save, store.Record{Key: k, Data: gossip.EncodeEntry(e)})
+		} else {
+			del = append(del, k)
+		}
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var err error
+	if len(save) > 0 {
+		err = p.st.SaveState(wctx, save...)
+	}
+	if err == nil && len(del) > 0 {
+		err = p.st.DeleteState(wctx, del...)
+	}
+	if err != nil {
+		p.log.Error("persist replicated state", "saved", len(save), "deleted", len(del), "error", err)
+		p.requeue(keys)
+	}
+}
+
+func (p *persister) setSource(src func(key string) (gossip.Entry, bool)) {
+	p.mu.Lock()
+	p.source = src
+	p.mu.Unlock()
+}
+
+func (p *persister) requeue(keys map[string]struct{}) {
+	if len(keys) == 0 {
+		return
+	}
+	p.mu.Lock()
+	for k := range keys {
+		p.dirty[k] = struct{}{}
+	}
+	p.mu.Unlock()
+}
