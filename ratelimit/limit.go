@@ -1,11 +1,9 @@
-// Package ratelimit decides whether a request is within its caller's limits.
-//
-// Limits are matched by anchored regular expressions; hits are counted in a
-// sliding window of 1-second buckets per (auth token, limit id). Each node
-// counts locally and syncs deltas to a counter store in batches; a decision
-// uses the last cluster total read from the store plus the local hits not yet
-// synced.
 package ratelimit
+
+import (
+	"fmt"
+	"regexp"
+)
 
 // Limit is one rate limit, in the original vulcan's schema.
 type Limit struct {
@@ -34,3 +32,50 @@ type Delta struct {
 
 // CounterKey names the hit counter of a token under a limit.
 func CounterKey(token, limitID string) string { return limitID + "|" + token }
+
+// FieldError says which field of a limit is invalid, named as in JSON.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+// Error implements error.
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Validate checks l's fields; the error is a *FieldError naming the first
+// bad one. It does not check ID, which the caller may assign later.
+func Validate(l Limit) error {
+	for _, f := range []struct{ name, re string }{
+		{"auth_token", l.AuthToken},
+		{"protocol", l.Protocol},
+		{"method", l.Method},
+		{"path", l.Path},
+	} {
+		if _, err := compileAnchored(f.re); err != nil {
+			return &FieldError{Field: f.name, Msg: fmt.Sprintf("invalid regular expression %q: %v", f.re, err)}
+		}
+	}
+	switch {
+	case l.DataSize < 0:
+		return &FieldError{Field: "data_size", Msg: fmt.Sprintf("must be >= 0, got %d", l.DataSize)}
+	case l.Period <= 0:
+		return &FieldError{Field: "period", Msg: fmt.Sprintf("must be > 0 seconds, got %d", l.Period)}
+	case l.Threshold < 0:
+		return &FieldError{Field: "threshold", Msg: fmt.Sprintf("must be >= 0, got %d", l.Threshold)}
+	}
+	return nil
+}
+
+// compileAnchored compiles re anchored at the start; an empty re gives nil,
+// which matches everything.
+func compileAnchored(re string) (*regexp.Regexp, error) {
+	if re == "" {
+		return nil, nil
+	}
+	// Compiled alone first: a balanced expression cannot break out of the
+	// group below (think "a)|(b"), so the anchor covers every branch.
+	if _, err := regexp.Compile(re); err != nil {
+		return nil, err
+	}
+	return regexp.Compile(`^(?:` + re + `)`)
+}

@@ -1,0 +1,354 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Request is what a decision depends on.
+type Request struct {
+	Token    string
+	Protocol string
+	Method   string
+	Path     string
+	Length   int64
+}
+
+// Decision is the answer to one request.
+type Decision struct {
+	// Allowed says whether the request may proceed; it was counted if so.
+	Allowed bool
+	// Limit is, when denied, the limit that was hit (of several, the one
+	// that frees up last); when allowed, the applicable limit with the
+	// fewest remaining hits; nil when no limit applies. It points into the
+	// Limiter's current set and must not be modified.
+	Limit *Limit
+	// Remaining is the hits left under Limit after counting this request.
+	Remaining int64
+	// RetryAfter is, when denied, the whole seconds until a hit would be
+	// allowed again (at least 1).
+	RetryAfter int
+	// Reset is the seconds until Limit's window frees capacity: when
+	// allowed, until its oldest counted hit leaves the window.
+	Reset int
+}
+
+// Stats are the Limiter's counters, for metrics.
+type Stats struct {
+	// Allowed and Denied count decisions.
+	Allowed, Denied uint64
+	// Syncs counts completed sync rounds; SyncErrors the store calls among
+	// them that failed.
+	Syncs, SyncErrors uint64
+	// DeltasWritten counts deltas sent by successful AddHits calls.
+	DeltasWritten uint64
+	// HitsUnsynced counts hits whose write failed: counted by this node
+	// only.
+	HitsUnsynced uint64
+	// PruneErrors counts failed PruneHits calls.
+	PruneErrors uint64
+	// Counters is the number of (token, limit) windows held in memory.
+	Counters int
+}
+
+// numShards spreads tokens over independent locks; a power of two.
+const numShards = 64
+
+// shard owns the counters and cached matches of the tokens that hash to it.
+type shard struct {
+	mu       sync.Mutex
+	cache    map[matchKey]*matchEntry
+	counters map[counterRef]*counter
+	// touched lists the counters hit or denied since the last sync, each
+	// once (counter.queued); spare is the other buffer of the swap.
+	touched, spare  []*counter
+	allowed, denied uint64
+	_               [64]byte // keeps neighbouring shards off one cache line
+}
+
+// counterRef names a counter within its shard.
+type counterRef struct {
+	token, limitID string
+}
+
+// Limiter decides on requests against a set of limits. Allow is safe for
+// concurrent use and never blocks on the store: the store is only touched
+// by Run (or Sync).
+type Limiter struct {
+	cfg      Config
+	log      hclog.Logger
+	seed     maphash.Seed
+	cacheCap int // per shard
+	set      atomic.Pointer[limitSet]
+	shards   [numShards]shard
+
+	// syncMu serialises sync rounds; the fields below it belong to them.
+	syncMu      sync.Mutex
+	batch       []Delta
+	owners      []*counter
+	reads       []readReq
+	outage      time.Time // start of the current outage; zero when healthy
+	nextRefresh time.Time // when idle keys are next re-read
+	running     atomic.Bool
+
+	healthy                                    atomic.Bool
+	syncs, syncErrors, deltasWritten, unsynced atomic.Uint64
+	pruneErrors                                atomic.Uint64
+}
+
+// New returns a Limiter with no limits; call SetLimits, and Run when
+// cfg.Store is set.
+func New(cfg Config) *Limiter {
+	cfg = cfg.withDefaults()
+	l := &Limiter{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		seed:     maphash.MakeSeed(),
+		cacheCap: max(cfg.MatchCacheSize/numShards, 1),
+	}
+	l.set.Store(&limitSet{})
+	for i := range l.shards {
+		l.shards[i].cache = make(map[matchKey]*matchEntry)
+		l.shards[i].counters = make(map[counterRef]*counter)
+	}
+	l.healthy.Store(true)
+	return l
+}
+
+// SetLimits replaces the whole set of limits at once. Counters survive for
+// the limits whose id stays. On error the current set is kept.
+func (l *Limiter) SetLimits(limits []Limit) error {
+	s, err := newLimitSet(limits)
+	if err != nil {
+		return fmt.Errorf("set limits: %w", err)
+	}
+	l.set.Store(s)
+	return nil
+}
+
+// Limits returns a copy of the current set of limits.
+func (l *Limiter) Limits() []Limit {
+	s := l.set.Load()
+	out := make([]Limit, len(s.limits))
+	copy(out, s.limits)
+	return out
+}
+
+// StoreHealthy reports false while the store is unreachable.
+func (l *Limiter) StoreHealthy() bool { return l.healthy.Load() }
+
+// Stats returns the current counters.
+func (l *Limiter) Stats() Stats {
+	st := Stats{
+		Syncs:         l.syncs.Load(),
+		SyncErrors:    l.syncErrors.Load(),
+		DeltasWritten: l.deltasWritten.Load(),
+		HitsUnsynced:  l.unsynced.Load(),
+		PruneErrors:   l.pruneErrors.Load(),
+	}
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		st.Allowed += sh.allowed
+		st.Denied += sh.denied
+		st.Counters += len(sh.counters)
+		sh.mu.Unlock()
+	}
+	return st
+}
+
+// Allow decides on req and counts it in every applicable limit when it is
+// allowed; a denied request is counted nowhere.
+func (l *Limiter) Allow(req Request) Decision {
+	set := l.set.Load()
+	sh := &l.shards[maphash.String(l.seed, req.Token)&(numShards-1)]
+	sec := l.cfg.Now().Unix()
+	synced := l.cfg.Store != nil
+	failClosed := synced && l.cfg.FailClosed && !l.healthy.Load()
+	key := matchKey{req.Token, req.Protocol, req.Method, req.Path}
+
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.cache[key]
+	if e == nil || e.set != set {
+		// Regexps run outside the lock: other tokens of the shard go on.
+		sh.mu.Unlock()
+		idx := set.match(&req)
+		sh.mu.Lock()
+		e = l.install(sh, key, set, idx)
+	} else {
+		for _, c := range e.ctrs {
+			if c.dead {
+				l.resolve(sh, key.token, e)
+				break
+			}
+		}
+	}
+	return l.decide(sh, e, req.Length, sec, synced, failClosed)
+}
+
+// decide checks every applicable limit of e, then counts the hit in all of
+// them if none is exhausted. Called with sh locked.
+func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, failClosed bool) Decision {
+	set := e.set
+	var (
+		d         = Decision{Allowed: true}
+		tightest  = -1
+		fewest    = int64(math.MaxInt64)
+		retry     int64
+		applies   bool
+		firstSeen = -1
+	)
+	for j, i := range e.idx {
+		lim := &set.limits[i]
+		if length < lim.DataSize {
+			continue
+		}
+		c := e.ctrs[j]
+		c.advance(c.windowStart(sec))
+		if !applies {
+			applies, firstSeen = true, j
+		}
+		if c.total >= lim.Threshold {
+			if ra := c.retryAfter(sec, lim.Threshold); d.Allowed || ra > retry {
+				d.Allowed, d.Limit, retry = false, lim, ra
+			}
+			continue
+		}
+		if rem := lim.Threshold - c.total - 1; rem < fewest {
+			tightest, fewest = j, rem
+		}
+	}
+	if applies && d.Allowed && failClosed {
+		d.Allowed, d.Limit, retry = false, &set.limits[e.idx[firstSeen]], 1
+	}
+	if !d.Allowed {
+		sh.denied++
+		d.RetryAfter, d.Reset = int(retry), int(retry)
+		if synced {
+			// A denied key still needs fresh cluster numbers to know when
+			// the other nodes' hits leave its window.
+			for j, i := range e.idx {
+				if length >= set.limits[i].DataSize {
+					sh.touch(e.ctrs[j])
+				}
+			}
+		}
+		return d
+	}
+	sh.allowed++
+	for j, i := range e.idx {
+		if length >= set.limits[i].DataSize {
+			c := e.ctrs[j]
+			c.add(sec, synced)
+			if synced {
+				sh.touch(c)
+			}
+		}
+	}
+	if tightest >= 0 {
+		c := e.ctrs[tightest]
+		d.Limit = &set.limits[e.idx[tightest]]
+		d.Remaining = fewest
+		d.Reset = int(c.reset(sec))
+	}
+	return d
+}
+
+// touch queues c for the next sync.
+func (sh *shard) touch(c *counter) {
+	if !c.queued {
+		c.queued = true
+		sh.touched = append(sh.touched, c)
+	}
+}
+
+// install caches the limits of set matching key, evicting an arbitrary
+// entry when the shard's share of the cache is full. Called with sh locked.
+func (l *Limiter) install(sh *shard, key matchKey, set *limitSet, idx []int32) *matchEntry {
+	if e := sh.cache[key]; e != nil && e.set == set {
+		return e // another request of the same tuple got here first
+	}
+	if _, ok := sh.cache[key]; !ok && len(sh.cache) >= l.cacheCap {
+		for k := range sh.cache {
+			delete(sh.cache, k)
+			break
+		}
+	}
+	// The request's strings may be slices of a larger buffer; the cache
+	// must not keep that alive.
+	key = matchKey{strings.Clone(key.token), strings.Clone(key.protocol),
+		strings.Clone(key.method), strings.Clone(key.path)}
+	e := &matchEntry{set: set, idx: idx, ctrs: make([]*counter, len(idx))}
+	l.resolve(sh, key.token, e)
+	sh.cache[key] = e
+	return e
+}
+
+// resolve points e at the live counters of token under its limits,
+// creating them as needed. Called with sh locked.
+func (l *Limiter) resolve(sh *shard, token string, e *matchEntry) {
+	for j, i := range e.idx {
+		lim := &e.set.limits[i]
+		cl := &e.set.compiled[i]
+		ref := counterRef{token, lim.ID}
+		c := sh.counters[ref]
+		if c == nil {
+			ref.token = strings.Clone(token)
+			c = newCounter(CounterKey(ref.token, lim.ID), sh)
+			sh.counters[ref] = c
+		}
+		if c.period != cl.period || c.width != cl.width {
+			c.configure(cl.period, cl.width)
+		}
+		e.ctrs[j] = c
+	}
+}
+
+// Run syncs with the store every SyncInterval, prunes old buckets every
+// PruneInterval and drops idle counters, until ctx is done; then it makes
+// a final flush of the pending hits. Call it once.
+func (l *Limiter) Run(ctx context.Context) {
+	if !l.running.CompareAndSwap(false, true) {
+		l.log.Error("ratelimit: Run called twice; ignoring the second call")
+		return
+	}
+	defer l.running.Store(false)
+	syncT := time.NewTicker(l.cfg.SyncInterval)
+	defer syncT.Stop()
+	pruneT := time.NewTicker(l.cfg.PruneInterval)
+	defer pruneT.Stop()
+	sweepT := time.NewTicker(sweepInterval)
+	defer sweepT.Stop()
+	syncC, pruneC := syncT.C, pruneT.C
+	if l.cfg.Store == nil {
+		syncC, pruneC = nil, nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if l.cfg.Store != nil {
+				// The run's context is done; the flush gets its own deadline.
+				fctx := context.WithoutCancel(ctx)
+				if err := l.flush(fctx); err != nil {
+					l.log.Warn("final flush of rate-limit hits failed", "error", err)
+				}
+			}
+			return
+		case <-syncC:
+			_ = l.Sync(ctx)
+		case <-pruneC:
+			l.prune(ctx)
+		case <-sweepT.C:
+			l.sweep()
+		}
+	}
+}
