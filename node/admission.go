@@ -197,3 +197,10 @@ type Upstream = upstreams.Upstream
 
 // Limit is a rate limit.
 type Limit = ratelimit.Limit
+
+// Decision is a rate-limit decision.
+type Decision = ratelimit.Decision
+
+// AuthEnabled reports whether an authorization server is configured; when
+// it is not, the node runs open.
+func (n *Node) AuthEnabled() bool { return n.auth != nil }
