@@ -1,0 +1,139 @@
+package gossip
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"time"
+)
+
+// table is the replicated state of one node: the newest entry seen for every
+// key, and the Lamport clock. It knows nothing of the network and is not safe
+// for concurrent use; Cluster guards it.
+type table struct {
+	entries map[string]Entry
+	clock   uint64
+	grace   time.Duration // tombstones older than this are garbage
+}
+
+func newTable(grace time.Duration) *table {
+	return &table{entries: make(map[string]Entry), grace: grace}
+}
+
+// witness lifts the clock to c, so that the next local write is newer than
+// everything seen so far.
+func (t *table) witness(c uint64) {
+	if c > t.clock {
+		t.clock = c
+	}
+}
+
+// set writes a live entry under a fresh version; it keeps its own copy of
+// value.
+func (t *table) set(key string, value []byte, node string) Entry {
+	t.clock++
+	e := Entry{Key: key, Version: Version{Clock: t.clock, Node: node}}
+	if len(value) > 0 {
+		e.Value = bytes.Clone(value)
+	}
+	t.entries[key] = e
+	return e
+}
+
+// del writes a tombstone under a fresh version, whether or not the key is
+// known here: a node that has not yet seen a write still records the delete.
+func (t *table) del(key, node string, now time.Time) Entry {
+	t.clock++
+	e := Entry{Key: key, Version: Version{Clock: t.clock, Node: node}, Deleted: true, DeletedAt: now.UnixMilli()}
+	t.entries[key] = e
+	return e
+}
+
+// apply merges e and returns the entry as stored, reporting whether it
+// changed the state. A tombstone already past its grace is dropped when the
+// key is unknown, exactly as if it had been collected; otherwise two nodes
+// would hand a collected tombstone back and forth on every push/pull.
+func (t *table) apply(e Entry, now time.Time) (Entry, bool) {
+	e = normalize(e)
+	t.witness(e.Version.Clock)
+	old, ok := t.entries[e.Key]
+	if !ok && e.Deleted && t.expired(e, now) {
+		return e, false
+	}
+	if ok && compareEntries(e, old) <= 0 {
+		return old, false
+	}
+	t.entries[e.Key] = e
+	return e, true
+}
+
+// normalize drops the fields the encoding would drop, so that an entry
+// applied locally equals the one its peers decode.
+func normalize(e Entry) Entry {
+	if e.Deleted {
+		e.Value = nil
+	} else {
+		e.DeletedAt = 0
+		if len(e.Value) == 0 {
+			e.Value = nil
+		}
+	}
+	return e
+}
+
+func (t *table) expired(e Entry, now time.Time) bool {
+	return now.UnixMilli()-e.DeletedAt > t.grace.Milliseconds()
+}
+
+// collect removes the tombstones past their grace and returns how many.
+func (t *table) collect(now time.Time) int {
+	n := 0
+	for k, e := range t.entries {
+		if e.Deleted && t.expired(e, now) {
+			delete(t.entries, k)
+			n++
+		}
+	}
+	return n
+}
+
+// get returns the live entry for key.
+func (t *table) get(key string) (Entry, bool) {
+	e, ok := t.entries[key]
+	if !ok || e.Deleted {
+		return Entry{}, false
+	}
+	return e, true
+}
+
+// live returns the live entries under prefix, sorted by key.
+func (t *table) live(prefix string) []Entry {
+	var out []Entry
+	for k, e := range t.entries {
+		if !e.Deleted && strings.HasPrefix(k, prefix) {
+			out = append(out, e)
+		}
+	}
+	sortByKey(out)
+	return out
+}
+
+// all returns every entry, tombstones included, sorted by key.
+func (t *table) all() []Entry {
+	out := t.unsorted()
+	sortByKey(out)
+	return out
+}
+
+// unsorted returns every entry, tombstones included, in no order.
+func (t *table) unsorted() []Entry {
+	out := make([]Entry, 0, len(t.entries))
+	for _, e := range t.entries {
+		out = append(out, e)
+	}
+	return out
+}
+
+func sortByKey(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
+}
