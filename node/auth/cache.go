@@ -138,8 +138,18 @@ func (c *cache) put(k *key, a Answer, denied *DeniedError, expires time.Time) {
 		s.moveFront(e)
 		return
 	}
-	e := &entry{key: *k, answer: a, denied: denied, expires: expires}
-	s.m[*k] = e
+	// The key's strings may be slices of a large request buffer: copies
+	// keep a cached entry from pinning the buffer for its TTL.
+	ck := key{
+		user:     strings.Clone(k.user),
+		protocol: strings.Clone(k.protocol),
+		method:   strings.Clone(k.method),
+		uri:      strings.Clone(k.uri),
+		ip:       strings.Clone(k.ip),
+		cred:     k.cred,
+	}
+	e := &entry{key: ck, answer: a, denied: denied, expires: expires}
+	s.m[ck] = e
 	s.pushFront(e)
 	for len(s.m) > s.max {
 		s.remove(s.lru.prev)

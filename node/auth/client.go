@@ -226,6 +226,10 @@ func (c *Client) Authorize(ctx context.Context, r Request) (Answer, error) {
 // miss is apart from Authorize so that only a miss moves the key and the
 // request to the heap for the shared call.
 func (c *Client) miss(ctx context.Context, k key, r Request) (Answer, error) {
+	if err := ctx.Err(); err != nil {
+		// The caller is gone: do not start a call on its behalf.
+		return Answer{}, fmt.Errorf("authorize: %w: %w", ErrUnavailable, err)
+	}
 	detached := context.WithoutCancel(ctx)
 	ch := c.flight.DoChan(k.flightKey(), func() (any, error) {
 		return c.resolve(detached, &k, &r)

@@ -359,6 +359,19 @@ func TestSharedCallSurvivesFirstCallerLeaving(t *testing.T) {
 	}
 }
 
+func TestCallerGoneBeforeMissMakesNoCall(t *testing.T) {
+	srv := newAuthServer(t, jsonAnswer(200, `{"auth_token":"tok"}`))
+	c := newClient(t, Config{URLs: []string{srv.URL}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Authorize(ctx, alice); !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want Canceled and ErrUnavailable", err)
+	}
+	if c.Stats().Calls != 0 {
+		t.Fatal("a call was made for a caller already gone")
+	}
+}
+
 func TestCachedIdentityAnswersWhileServerDown(t *testing.T) {
 	srv := newAuthServer(t, jsonAnswer(200, `{"auth_token":"tok","service":"s"}`))
 	c := newClient(t, Config{URLs: []string{srv.URL}})
