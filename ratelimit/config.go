@@ -20,7 +20,8 @@ type Config struct {
 	// RefreshInterval is how often the keys not touched since the last sync
 	// are re-read too, as long as their window holds hits. Touched keys are
 	// re-read every sync; the others only matter at their next hit, so they
-	// are refreshed less often to spare the store. Default 1s.
+	// are refreshed less often to spare the store. It is rounded up to a
+	// whole number of sync rounds. Default 1s.
 	RefreshInterval time.Duration
 	// StoreTimeout bounds every store call. Default 1s.
 	StoreTimeout time.Duration

@@ -19,7 +19,8 @@ type Request struct {
 	Protocol string
 	Method   string
 	Path     string
-	Length   int64
+	// Length is the request's size in bytes; negative (unknown) counts as 0.
+	Length int64
 }
 
 // Decision is the answer to one request.
@@ -45,8 +46,8 @@ type Decision struct {
 type Stats struct {
 	// Allowed and Denied count decisions.
 	Allowed, Denied uint64
-	// Syncs counts completed sync rounds; SyncErrors the store calls among
-	// them that failed.
+	// Syncs counts sync rounds; SyncErrors the store calls that failed in
+	// them.
 	Syncs, SyncErrors uint64
 	// DeltasWritten counts deltas sent by successful AddHits calls.
 	DeltasWritten uint64
@@ -84,6 +85,7 @@ type counterRef struct {
 // by Run (or Sync).
 type Limiter struct {
 	cfg      Config
+	clock    *wallClock // nil when Config.Now is injected
 	log      hclog.Logger
 	seed     maphash.Seed
 	cacheCap int // per shard
@@ -91,13 +93,14 @@ type Limiter struct {
 	shards   [numShards]shard
 
 	// syncMu serialises sync rounds; the fields below it belong to them.
-	syncMu      sync.Mutex
-	batch       []Delta
-	owners      []*counter
-	reads       []readReq
-	outage      time.Time // start of the current outage; zero when healthy
-	nextRefresh time.Time // when idle keys are next re-read
-	running     atomic.Bool
+	syncMu       sync.Mutex
+	batch        []Delta
+	owners       []*counter
+	reads        []readReq
+	outage       time.Time // start of the current outage; zero when healthy
+	round        uint64    // sync rounds so far
+	refreshEvery uint64    // rounds between re-reads of idle keys
+	running      atomic.Bool
 
 	healthy                                    atomic.Bool
 	syncs, syncErrors, deltasWritten, unsynced atomic.Uint64
@@ -107,12 +110,19 @@ type Limiter struct {
 // New returns a Limiter with no limits; call SetLimits, and Run when
 // cfg.Store is set.
 func New(cfg Config) *Limiter {
+	var clock *wallClock
+	if cfg.Now == nil {
+		clock = newWallClock()
+	}
 	cfg = cfg.withDefaults()
 	l := &Limiter{
+		clock:    clock,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		seed:     maphash.MakeSeed(),
 		cacheCap: max(cfg.MatchCacheSize/numShards, 1),
+		refreshEvery: uint64(max(1,
+			(cfg.RefreshInterval+cfg.SyncInterval-1)/cfg.SyncInterval)),
 	}
 	l.set.Store(&limitSet{})
 	for i := range l.shards {
@@ -169,8 +179,8 @@ func (l *Limiter) Stats() Stats {
 // allowed; a denied request is counted nowhere.
 func (l *Limiter) Allow(req Request) Decision {
 	set := l.set.Load()
-	sh := &l.shards[maphash.String(l.seed, req.Token)&(numShards-1)]
-	sec := l.cfg.Now().Unix()
+	sh := l.shardOf(req.Token)
+	sec := l.unixNow()
 	synced := l.cfg.Store != nil
 	failClosed := synced && l.cfg.FailClosed && !l.healthy.Load()
 	key := matchKey{req.Token, req.Protocol, req.Method, req.Path}
@@ -184,51 +194,64 @@ func (l *Limiter) Allow(req Request) Decision {
 		idx := set.match(&req)
 		sh.mu.Lock()
 		e = l.install(sh, key, set, idx)
-	} else {
-		for _, c := range e.ctrs {
-			if c.dead {
-				l.resolve(sh, key.token, e)
-				break
-			}
-		}
 	}
-	return l.decide(sh, e, req.Length, sec, synced, failClosed)
+	// An unknown length (say -1 for a chunked body) is treated as 0, so
+	// that limits without data_size still apply.
+	return l.decide(sh, e, max(req.Length, 0), sec, synced, failClosed)
+}
+
+// unixNow returns the current Unix second.
+func (l *Limiter) unixNow() int64 {
+	if l.clock != nil {
+		return l.clock.unix()
+	}
+	return l.cfg.Now().Unix()
+}
+
+// reanchor realigns the default clock with the wall clock.
+func (l *Limiter) reanchor() {
+	if l.clock != nil {
+		l.clock.reanchor()
+	}
+}
+
+// shardOf returns the shard that owns token's counters.
+func (l *Limiter) shardOf(token string) *shard {
+	return &l.shards[maphash.String(l.seed, token)&(numShards-1)]
 }
 
 // decide checks every applicable limit of e, then counts the hit in all of
 // them if none is exhausted. Called with sh locked.
 func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, failClosed bool) Decision {
-	set := e.set
 	var (
-		d         = Decision{Allowed: true}
-		tightest  = -1
-		fewest    = int64(math.MaxInt64)
-		retry     int64
-		applies   bool
-		firstSeen = -1
+		d        = Decision{Allowed: true}
+		tightest *entryLimit
+		fewest   = int64(math.MaxInt64)
+		retry    int64
+		first    *entryLimit
 	)
-	for j, i := range e.idx {
-		lim := &set.limits[i]
-		if length < lim.DataSize {
+	for j := range e.lims {
+		el := &e.lims[j]
+		if length < el.dataSize {
 			continue
 		}
-		c := e.ctrs[j]
-		c.advance(c.windowStart(sec))
-		if !applies {
-			applies, firstSeen = true, j
+		if first == nil {
+			first = el
 		}
-		if c.total >= lim.Threshold {
-			if ra := c.retryAfter(sec, lim.Threshold); d.Allowed || ra > retry {
-				d.Allowed, d.Limit, retry = false, lim, ra
+		c := el.c
+		c.advance(c.windowStart(sec))
+		if c.total >= el.threshold {
+			if ra := c.retryAfter(sec, el.threshold); d.Allowed || ra > retry {
+				d.Allowed, d.Limit, retry = false, el.lim, ra
 			}
 			continue
 		}
-		if rem := lim.Threshold - c.total - 1; rem < fewest {
-			tightest, fewest = j, rem
+		if rem := el.threshold - c.total - 1; rem < fewest {
+			tightest, fewest = el, rem
 		}
 	}
-	if applies && d.Allowed && failClosed {
-		d.Allowed, d.Limit, retry = false, &set.limits[e.idx[firstSeen]], 1
+	if first != nil && d.Allowed && failClosed {
+		d.Allowed, d.Limit, retry = false, first.lim, 1
 	}
 	if !d.Allowed {
 		sh.denied++
@@ -236,29 +259,27 @@ func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, fa
 		if synced {
 			// A denied key still needs fresh cluster numbers to know when
 			// the other nodes' hits leave its window.
-			for j, i := range e.idx {
-				if length >= set.limits[i].DataSize {
-					sh.touch(e.ctrs[j])
+			for j := range e.lims {
+				if el := &e.lims[j]; length >= el.dataSize && el.threshold > 0 {
+					sh.touch(el.c)
 				}
 			}
 		}
 		return d
 	}
 	sh.allowed++
-	for j, i := range e.idx {
-		if length >= set.limits[i].DataSize {
-			c := e.ctrs[j]
-			c.add(sec, synced)
+	for j := range e.lims {
+		if el := &e.lims[j]; length >= el.dataSize {
+			el.c.add(sec, synced)
 			if synced {
-				sh.touch(c)
+				sh.touch(el.c)
 			}
 		}
 	}
-	if tightest >= 0 {
-		c := e.ctrs[tightest]
-		d.Limit = &set.limits[e.idx[tightest]]
+	if tightest != nil {
+		d.Limit = tightest.lim
 		d.Remaining = fewest
-		d.Reset = int(c.reset(sec))
+		d.Reset = int(tightest.c.reset(sec))
 	}
 	return d
 }
@@ -287,7 +308,11 @@ func (l *Limiter) install(sh *shard, key matchKey, set *limitSet, idx []int32) *
 	// must not keep that alive.
 	key = matchKey{strings.Clone(key.token), strings.Clone(key.protocol),
 		strings.Clone(key.method), strings.Clone(key.path)}
-	e := &matchEntry{set: set, idx: idx, ctrs: make([]*counter, len(idx))}
+	e := &matchEntry{set: set, lims: make([]entryLimit, len(idx))}
+	for j, i := range idx {
+		lim := &set.limits[i]
+		e.lims[j] = entryLimit{lim: lim, threshold: lim.Threshold, dataSize: lim.DataSize, idx: i}
+	}
 	l.resolve(sh, key.token, e)
 	sh.cache[key] = e
 	return e
@@ -296,20 +321,20 @@ func (l *Limiter) install(sh *shard, key matchKey, set *limitSet, idx []int32) *
 // resolve points e at the live counters of token under its limits,
 // creating them as needed. Called with sh locked.
 func (l *Limiter) resolve(sh *shard, token string, e *matchEntry) {
-	for j, i := range e.idx {
-		lim := &e.set.limits[i]
-		cl := &e.set.compiled[i]
-		ref := counterRef{token, lim.ID}
+	for j := range e.lims {
+		el := &e.lims[j]
+		cl := &e.set.compiled[el.idx]
+		ref := counterRef{token, el.lim.ID}
 		c := sh.counters[ref]
 		if c == nil {
 			ref.token = strings.Clone(token)
-			c = newCounter(CounterKey(ref.token, lim.ID), sh)
+			c = newCounter(CounterKey(ref.token, el.lim.ID), sh)
 			sh.counters[ref] = c
 		}
 		if c.period != cl.period || c.width != cl.width {
 			c.configure(cl.period, cl.width)
 		}
-		e.ctrs[j] = c
+		el.c = c
 	}
 }
 
@@ -345,9 +370,11 @@ func (l *Limiter) Run(ctx context.Context) {
 			return
 		case <-syncC:
 			_ = l.Sync(ctx)
+			l.reanchor()
 		case <-pruneC:
 			l.prune(ctx)
 		case <-sweepT.C:
+			l.reanchor()
 			l.sweep()
 		}
 	}

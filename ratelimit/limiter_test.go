@@ -216,7 +216,7 @@ func TestAllowSequences(t *testing.T) {
 			},
 		},
 		{
-			name: "removal of a limit",
+			name:   "removal of a limit",
 			limits: []Limit{lim("strict", 10, 1), lim("loose", 10, 5)},
 			rows: []row{
 				{at: 0, req: tok, allowed: true, limit: "strict", remaining: 0, reset: 10},

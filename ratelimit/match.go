@@ -90,9 +90,19 @@ type matchKey struct {
 }
 
 // matchEntry caches, for one matchKey, the limits of one set that match and
-// the counters of the token under each of them.
+// the counters of the token under each of them. A sweep that drops a
+// counter drops the entries holding it, so an entry's counters are live.
 type matchEntry struct {
 	set  *limitSet
-	idx  []int32
-	ctrs []*counter
+	lims []entryLimit
+}
+
+// entryLimit is one matching limit with what a decision reads of it laid
+// out together, so that checking ten limits touches few cache lines.
+type entryLimit struct {
+	c         *counter
+	lim       *Limit
+	threshold int64
+	dataSize  int64
+	idx       int32 // in set.limits
 }

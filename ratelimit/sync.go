@@ -7,9 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // readReq is one key to re-read after a write, with the window it had when
@@ -47,7 +46,14 @@ func (l *Limiter) flush(ctx context.Context) error {
 
 // syncRound is one write-then-read round. Called with syncMu held.
 func (l *Limiter) syncRound(ctx context.Context, read bool) error {
-	l.collect(l.cfg.Now())
+	// Counted in rounds, not by the clock, so that a frozen test clock
+	// still refreshes; a flush does not count.
+	refresh := false
+	if read {
+		refresh = l.round%l.refreshEvery == 0
+		l.round++
+	}
+	l.collect(l.unixNow(), refresh)
 	defer func() {
 		clear(l.batch)
 		clear(l.owners)
@@ -83,12 +89,7 @@ func (l *Limiter) syncRound(ctx context.Context, read bool) error {
 // collect takes every shard's touched counters, moving their pending hits
 // into l.batch and the counters into l.reads; when a refresh is due it adds
 // every other counter whose window holds hits.
-func (l *Limiter) collect(now time.Time) {
-	sec := now.Unix()
-	refresh := !now.Before(l.nextRefresh)
-	if refresh {
-		l.nextRefresh = now.Add(l.cfg.RefreshInterval)
-	}
+func (l *Limiter) collect(sec int64, refresh bool) {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
@@ -138,45 +139,63 @@ func (l *Limiter) write(ctx context.Context) error {
 	return fmt.Errorf("add %d hit deltas: %w", len(l.batch), err)
 }
 
-// readAll re-reads the keys of l.reads, a few at a time, and merges what it
-// reads. It fails only when no read succeeds: one slow key is not an outage.
+// readAll re-reads the keys of l.reads with a few workers and merges what
+// they read. The first failure stops new reads: the keys not read wait for
+// the next round. It fails only when no read succeeds: one slow key is not
+// an outage.
 func (l *Limiter) readAll(ctx context.Context) error {
 	var (
-		mu     sync.Mutex
-		failed []readReq
-		first  error
+		next, ok atomic.Int64
+		stop     atomic.Bool
+		mu       sync.Mutex
+		first    error
+		failed   []readReq
+		wg       sync.WaitGroup
 	)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(l.cfg.ReadConcurrency)
-	for _, r := range l.reads {
-		g.Go(func() error {
-			cells, err := l.read(gctx, r.c.key, r.since)
+	work := func() {
+		for !stop.Load() {
+			i := int(next.Add(1) - 1)
+			if i >= len(l.reads) {
+				return
+			}
+			r := l.reads[i]
+			cells, err := l.read(ctx, r.c.key, r.since)
 			if err != nil {
+				stop.Store(true)
 				mu.Lock()
 				failed = append(failed, r)
 				if first == nil {
 					first = err
 				}
 				mu.Unlock()
-				return nil
+				continue
 			}
+			ok.Add(1)
 			c := r.c
 			c.sh.mu.Lock()
 			if c.width == r.width {
 				c.merge(r.since, cells)
 			}
 			c.sh.mu.Unlock()
-			return nil
-		})
+		}
 	}
-	_ = g.Wait()
-	if len(failed) == 0 {
+	workers := min(l.cfg.ReadConcurrency, len(l.reads))
+	for range workers - 1 {
+		wg.Go(work)
+	}
+	work() // this goroutine is a worker too
+	wg.Wait()
+	if first == nil {
 		return nil
 	}
 	l.syncErrors.Add(uint64(len(failed)))
-	// Their written hits stay counted as written until a read succeeds.
+	// Written hits of these keys stay counted as written until a read
+	// succeeds, so they are read again next round, touched or not.
+	if n := int(next.Load()); n < len(l.reads) {
+		failed = append(failed, l.reads[n:]...)
+	}
 	l.requeue(failed)
-	if len(failed) < len(l.reads) {
+	if ok.Load() > 0 {
 		l.log.Debug("some rate-limit counters not re-read", "failed", len(failed), "error", first)
 		return nil
 	}
@@ -211,7 +230,7 @@ func (l *Limiter) read(ctx context.Context, key string, since int64) ([]cell, er
 
 // probe asks the store for a key no limit uses, to detect its recovery.
 func (l *Limiter) probe(ctx context.Context) error {
-	_, err := l.read(ctx, probeKey, l.cfg.Now().Unix())
+	_, err := l.read(ctx, probeKey, l.unixNow())
 	if err != nil {
 		l.syncErrors.Add(1)
 	}
@@ -255,8 +274,12 @@ func (l *Limiter) setHealth(err error) {
 }
 
 // prune asks the store to drop buckets that no window can cover any more.
+// It waits out an outage, which the sync rounds already report.
 func (l *Limiter) prune(ctx context.Context) {
-	before := l.cfg.Now().Unix() - l.set.Load().longest - pruneSlack
+	if !l.healthy.Load() {
+		return
+	}
+	before := l.unixNow() - l.set.Load().longest - pruneSlack
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
 	defer cancel()
 	if err := l.cfg.Store.PruneHits(pctx, before); err != nil {
@@ -268,7 +291,7 @@ func (l *Limiter) prune(ctx context.Context) {
 // sweep drops the counters whose window has passed and the cached matches
 // that can no longer be used, so that idle tokens cost no memory.
 func (l *Limiter) sweep() {
-	now := l.cfg.Now().Unix()
+	now := l.unixNow()
 	set := l.set.Load()
 	for i := range l.shards {
 		sh := &l.shards[i]
@@ -281,7 +304,7 @@ func (l *Limiter) sweep() {
 			}
 		}
 		for k, e := range sh.cache {
-			if e.set != set || slices.ContainsFunc(e.ctrs, func(c *counter) bool { return c.dead }) {
+			if e.set != set || slices.ContainsFunc(e.lims, func(el entryLimit) bool { return el.c.dead }) {
 				delete(sh.cache, k)
 			}
 		}

@@ -23,26 +23,27 @@ func (b *bucket) hits() int64 {
 const noPending = math.MaxInt64
 
 // counter is the sliding window of one (token, limit id). It is guarded by
-// the lock of the shard that owns it.
+// the lock of the shard that owns it. The fields a decision reads and
+// writes come first, to share one cache line.
 type counter struct {
-	key    string // CounterKey(token, limit id)
-	sh     *shard
-	period int64
-	width  int64
+	total int64 // sum of hits over buckets[head:]
 	// buckets[head:] are the non-empty buckets in time order; those before
 	// head have left the window and are reused once the slice is full.
 	buckets []bucket
 	head    int
-	total   int64 // sum of hits over buckets[head:]
+	period  int64
+	width   int64
+	queued  bool // in its shard's touched list, waiting for a sync
+	dead    bool // dropped from the shard
 	// pendingFrom is the oldest bucket holding pending hits, so that a sync
 	// scans only the recent end of the window.
 	pendingFrom int64
-	queued      bool // in its shard's touched list, waiting for a sync
-	dead        bool // dropped from the shard; holders must look it up again
 	// retryAt caches, for retryFor, the second at which enough hits leave
 	// the window; denied hits do not change it, so a flood stays cheap.
 	retryAt  int64
 	retryFor int64
+	key      string // CounterKey(token, limit id)
+	sh       *shard
 }
 
 func newCounter(key string, sh *shard) *counter {
@@ -147,7 +148,9 @@ func (c *counter) add(sec int64, synced bool) {
 		b.local++
 	}
 	c.total++
-	c.retryAt = 0
+	if c.retryAt != 0 {
+		c.retryAt = 0
+	}
 }
 
 // retryAfter is the number of seconds from sec until fewer than threshold

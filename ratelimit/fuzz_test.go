@@ -1,0 +1,48 @@
+package ratelimit
+
+import (
+	"regexp"
+	"testing"
+	"time"
+)
+
+// FuzzAnchoredMatch checks, for limit expressions as typed by an operator,
+// that Validate never panics and that a limit matches exactly when the
+// expression matches at the start of the value.
+func FuzzAnchoredMatch(f *testing.F) {
+	f.Add("/api", "/api/v1")
+	f.Add("a)|(b", "xb")
+	f.Add("GET|POST", "XPOST")
+	f.Add("(?m)^b", "a\nb")
+	f.Add("", "anything")
+	f.Add(`\`, "x")
+	f.Fuzz(func(t *testing.T, expr, value string) {
+		err := Validate(Limit{Path: expr, Period: 1})
+		plain, perr := regexp.Compile(expr)
+		if (err == nil) != (perr == nil) {
+			t.Fatalf("Validate(%q) = %v, but regexp.Compile says %v", expr, err, perr)
+		}
+		if err != nil {
+			return
+		}
+		re, _ := compileAnchored(expr)
+		got := matches(re, value)
+		loc := plain.FindStringIndex(value)
+		if want := loc != nil && loc[0] == 0; got != want {
+			t.Fatalf("%q on %q: matched=%v, want %v (leftmost match %v)", expr, value, got, want, loc)
+		}
+	})
+}
+
+func TestDefaultClockFollowsTheWallClock(t *testing.T) {
+	l := New(Config{})
+	for range 3 {
+		before := time.Now().Unix()
+		got := l.unixNow()
+		after := time.Now().Unix()
+		if got < before || got > after {
+			t.Fatalf("unixNow %d outside [%d, %d]", got, before, after)
+		}
+		l.reanchor()
+	}
+}
