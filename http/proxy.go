@@ -158,6 +158,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hd["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(d.Remaining, 10)}
 		hd["X-Ratelimit-Reset"] = []string{strconv.Itoa(d.Reset)}
 	}
+	if r.ContentLength != 0 {
+		// Let an upstream answer while the client is still sending (Go's
+		// HTTP/1 server would otherwise wait for the whole body first).
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	rw := &statusRecorder{ResponseWriter: w}
 	s.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 	s.node.ObserveHTTP(rw.status())

@@ -38,13 +38,13 @@ func TestRoundRobinEvenAcrossTwoUpstreams(t *testing.T) {
 func TestHostAndPathRouting(t *testing.T) {
 	t.Parallel()
 	a := startAgent(t, agentOpts{})
-	api, www, wild, any, apiv2 := startBackend(t, "api", nil), startBackend(t, "www", nil),
+	api, www, wild, catchall, apiv2 := startBackend(t, "api", nil), startBackend(t, "www", nil),
 		startBackend(t, "wild", nil), startBackend(t, "any", nil), startBackend(t, "apiv2", nil)
 	register(t, a, map[string]any{"name": "api", "hosts": []string{"api.example.com"}}, api)
 	register(t, a, map[string]any{"name": "apiv2", "hosts": []string{"api.example.com"}, "path_prefix": "/v2/"}, apiv2)
 	register(t, a, map[string]any{"name": "www", "hosts": []string{"www.example.com"}}, www)
 	register(t, a, map[string]any{"name": "wild", "hosts": []string{"*.example.com"}}, wild)
-	register(t, a, map[string]any{"name": "any"}, any)
+	register(t, a, map[string]any{"name": "any"}, catchall)
 	c := proxyClient()
 	cases := []struct{ host, path, want string }{
 		{"api.example.com", "/x", "api"},
@@ -81,6 +81,7 @@ func TestBodiesStreamBothWays(t *testing.T) {
 	const size = 3 << 20
 	half := make(chan struct{})
 	b := startBackend(t, "stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
 		h := sha256.New()
 		buf := make([]byte, 1<<20)
 		if _, err := io.ReadFull(r.Body, buf); err != nil {
@@ -213,7 +214,7 @@ func TestWebSocketEchoThroughProxy(t *testing.T) {
 	defer c.Close()
 	for i := range 5 {
 		msg := fmt.Sprintf("hello %d", i)
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 			t.Fatal(err)
 		}
