@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,10 +36,11 @@ type Decision struct {
 	// Remaining is the hits left under Limit after counting this request.
 	Remaining int64
 	// RetryAfter is, when denied, the whole seconds until a hit would be
-	// allowed again (at least 1).
+	// allowed again (at least 1); 0 when allowed.
 	RetryAfter int
 	// Reset is the seconds until Limit's window frees capacity: when
-	// allowed, until its oldest counted hit leaves the window.
+	// allowed, until its oldest counted hit leaves the window; when
+	// denied, RetryAfter.
 	Reset int
 }
 
@@ -100,15 +102,15 @@ type Limiter struct {
 	outage       time.Time // start of the current outage; zero when healthy
 	round        uint64    // sync rounds so far
 	refreshEvery uint64    // rounds between re-reads of idle keys
-	running      atomic.Bool
 
+	running                                    atomic.Bool // Run is called once
 	healthy                                    atomic.Bool
 	syncs, syncErrors, deltasWritten, unsynced atomic.Uint64
 	pruneErrors                                atomic.Uint64
 }
 
-// New returns a Limiter with no limits; call SetLimits, and Run when
-// cfg.Store is set.
+// New returns a Limiter with no limits. Call SetLimits, and Run: it syncs
+// with cfg.Store and frees the counters of idle tokens.
 func New(cfg Config) *Limiter {
 	var clock *wallClock
 	if cfg.Now == nil {
@@ -134,8 +136,13 @@ func New(cfg Config) *Limiter {
 }
 
 // SetLimits replaces the whole set of limits at once. Counters survive for
-// the limits whose id stays. On error the current set is kept.
+// the limits whose id stays. On error the current set is kept. Setting the
+// same limits again is free: the cached matches stay valid, so a periodic
+// reload costs nothing when nothing changed.
 func (l *Limiter) SetLimits(limits []Limit) error {
+	if slices.Equal(l.set.Load().limits, limits) {
+		return nil
+	}
 	s, err := newLimitSet(limits)
 	if err != nil {
 		return fmt.Errorf("set limits: %w", err)
@@ -357,22 +364,24 @@ func (l *Limiter) Run(ctx context.Context) {
 	if l.cfg.Store == nil {
 		syncC, pruneC = nil, nil
 	}
+	// Store calls are bounded by StoreTimeout, not cut by ctx: a write cut
+	// halfway could not be retried (it may have landed), so the round in
+	// progress finishes before the final flush.
+	storeCtx := context.WithoutCancel(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			if l.cfg.Store != nil {
-				// The run's context is done; the flush gets its own deadline.
-				fctx := context.WithoutCancel(ctx)
-				if err := l.flush(fctx); err != nil {
+				if err := l.flush(storeCtx); err != nil {
 					l.log.Warn("final flush of rate-limit hits failed", "error", err)
 				}
 			}
 			return
 		case <-syncC:
-			_ = l.Sync(ctx)
+			_ = l.Sync(storeCtx)
 			l.reanchor()
 		case <-pruneC:
-			l.prune(ctx)
+			l.prune(storeCtx)
 		case <-sweepT.C:
 			l.reanchor()
 			l.sweep()

@@ -428,3 +428,23 @@ func TestClockRaceInsertsInOrder(t *testing.T) {
 		t.Fatalf("got %+v; want allowed, 0 remaining", d)
 	}
 }
+
+func TestSetLimitsSameSetKeepsCachedMatches(t *testing.T) {
+	limits := []Limit{{ID: "a", Path: "/api", Period: 10, Threshold: 5}}
+	l, _ := newTestLimiter(t, Config{}, limits...)
+	l.Allow(Request{Token: "t", Path: "/api"})
+	before := l.set.Load()
+	if err := l.SetLimits(append([]Limit(nil), limits...)); err != nil {
+		t.Fatal(err)
+	}
+	if l.set.Load() != before {
+		t.Fatal("setting identical limits replaced the set, dropping every cached match")
+	}
+	changed := []Limit{{ID: "a", Path: "/api", Period: 10, Threshold: 2}}
+	if err := l.SetLimits(changed); err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Allow(Request{Token: "t", Path: "/api"}); !d.Allowed || d.Remaining != 0 {
+		t.Fatalf("after lowering the threshold: %+v; want allowed, 0 remaining", d)
+	}
+}

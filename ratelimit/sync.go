@@ -72,14 +72,13 @@ func (l *Limiter) syncRound(ctx context.Context, read bool) error {
 	if !read {
 		return nil
 	}
-	if len(l.reads) == 0 {
-		if len(l.batch) == 0 && !l.healthy.Load() {
-			err := l.probe(ctx)
-			l.setHealth(err)
-			return err
+	if len(l.reads) == 0 { // so nothing was written either
+		if l.healthy.Load() {
+			return nil
 		}
-		l.setHealth(nil)
-		return nil
+		err := l.probe(ctx)
+		l.setHealth(err)
+		return err
 	}
 	err := l.readAll(ctx)
 	l.setHealth(err)
