@@ -52,7 +52,3 @@ func (e *RateLimitedError) Error() string {
 	}
 	return fmt.Sprintf("rate limit %s exceeded, retry in %ds", id, e.Decision.RetryAfter)
 }
-
-func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
-}

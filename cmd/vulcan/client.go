@@ -101,7 +101,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(strings.TrimSpace(cmd+" "+sub), flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", c.addr, "admin API address ($VULCAN_ADDR)")
-	fs.StringVar(&c.token, "token", c.token, "admin token ($VULCAN_TOKEN)")
+	fs.StringVar(&c.token, "admin-token", c.token, "admin token ($VULCAN_TOKEN)")
 	parse := func(npos int, usage string) ([]string, error) {
 		// Positional arguments come first; flags may follow them.
 		if len(rest) < npos {

@@ -26,7 +26,7 @@ Commands:
   limit rm ID
 
 Admin commands talk to $VULCAN_ADDR (default http://127.0.0.1:9090, or -addr)
-with the token in $VULCAN_TOKEN (or -token).
+with the token in $VULCAN_TOKEN (or -admin-token).
 `
 
 func main() {
