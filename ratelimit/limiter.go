@@ -276,11 +276,22 @@ func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, fa
 	}
 	sh.allowed++
 	for j := range e.lims {
-		if el := &e.lims[j]; length >= el.dataSize {
-			el.c.add(sec, synced)
-			if synced {
-				sh.touch(el.c)
-			}
+		el := &e.lims[j]
+		if length < el.dataSize {
+			continue
+		}
+		c := el.c
+		if n := len(c.buckets); synced && c.queued && c.retryAt == 0 && n > c.head &&
+			c.buckets[n-1].sec == alignDown(sec, c.width) && c.pendingFrom <= c.buckets[n-1].sec {
+			// The common case, inlined: another hit in the current bucket,
+			// which already holds pending hits.
+			c.buckets[n-1].pending++
+			c.total++
+			continue
+		}
+		c.add(sec, synced)
+		if synced {
+			sh.touch(c)
 		}
 	}
 	if tightest != nil {
