@@ -516,3 +516,63 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func TestRunRecoversByItself(t *testing.T) {
+	st := newMemStore()
+	down := errors.New("connection refused")
+	st.set(func(m *memStore) { m.addErr, m.readErr = down, down })
+	l, _ := newTestLimiter(t, Config{Store: st, SyncInterval: 5 * time.Millisecond}, limit10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	l.Allow(tok)
+	waitFor(t, "the outage to be noticed", func() bool { return !l.StoreHealthy() })
+	st.set(func(m *memStore) { m.addErr, m.readErr = nil, nil })
+	waitFor(t, "the store to be healthy again", l.StoreHealthy)
+	l.Allow(tok)
+	key := CounterKey(tok.Token, limit10.ID)
+	waitFor(t, "the new hit to be synced", func() bool { return st.total(key) == 1 })
+}
+
+// TestOverAdmissionBounded measures how far past a threshold a cluster
+// goes when every node admits a burst between two syncs: at most what the
+// other nodes admit in the round where the total crosses the threshold.
+func TestOverAdmissionBounded(t *testing.T) {
+	const (
+		nodes, threshold, perRound = 3, 100, 7
+	)
+	st := newMemStore()
+	clk := newFakeClock()
+	var ls []*Limiter
+	for range nodes {
+		l := New(Config{Store: st, Now: clk.Now})
+		if err := l.SetLimits([]Limit{{ID: "c", Period: 60, Threshold: threshold}}); err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+	}
+	admitted := 0
+	for round := 0; round < 100; round++ {
+		for _, l := range ls {
+			for range perRound {
+				if l.Allow(tok).Allowed {
+					admitted++
+				}
+			}
+		}
+		for _, l := range ls {
+			mustSync(t, l)
+		}
+	}
+	over := admitted - threshold
+	t.Logf("%d nodes, %d hits each between syncs: %d admitted for a threshold of %d (%d over)",
+		nodes, perRound, admitted, threshold, over)
+	if over < 0 || over > (nodes-1)*perRound {
+		t.Fatalf("%d admitted; want between %d and %d", admitted, threshold, threshold+(nodes-1)*perRound)
+	}
+	if got := st.total(CounterKey(tok.Token, "c")); got != int64(admitted) {
+		t.Fatalf("store holds %d; want the %d admitted", got, admitted)
+	}
+}
