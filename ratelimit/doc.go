@@ -38,9 +38,19 @@
 //
 // # Over-admission
 //
-// A node sees other nodes' hits only after a sync, so the cluster can admit
-// up to what every node admits locally during one SyncInterval (plus one
-// store round trip) beyond a threshold. A key is re-read only after it is
-// touched locally; the first decision after a pause uses the cluster view of
-// the last read.
+// A node sees the other nodes' hits only when it re-reads a key after they
+// have synced, so past a threshold the cluster can admit what the other
+// nodes admit between two of this node's syncs: about (nodes-1) x the hits
+// each admits per SyncInterval, plus a store round trip (measured by
+// TestOverAdmissionBounded). Keys touched since the last sync are re-read
+// every sync, the others every RefreshInterval; a key new to a node starts
+// from its local count until its first re-read.
+//
+// # Outages
+//
+// When AddHits fails, or every re-read of a round fails, the store is
+// unhealthy: decisions go on from local counts (or, with FailClosed, deny
+// every request that some limit applies to), the outage is logged once,
+// and each later round tries the store again (a cheap read when there is
+// nothing to send) until it answers.
 package ratelimit

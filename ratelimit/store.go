@@ -8,7 +8,7 @@ import "context"
 type CounterStore interface {
 	// AddHits adds each delta to its bucket. It is not idempotent: a call
 	// that fails may have applied some deltas, and the limiter does not
-	// retry it (see Limiter's doc for why under-counting is the safe side).
+	// retry it (see the package doc for what it does instead).
 	AddHits(ctx context.Context, deltas []Delta) error
 	// ReadBuckets calls fn for every non-empty bucket of key whose start is
 	// at or after since (Unix seconds). fn must not retain anything.

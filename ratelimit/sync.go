@@ -152,13 +152,14 @@ func (l *Limiter) readAll(ctx context.Context) error {
 		wg       sync.WaitGroup
 	)
 	work := func() {
+		rd := l.newReader()
 		for !stop.Load() {
 			i := int(next.Add(1) - 1)
 			if i >= len(l.reads) {
 				return
 			}
 			r := l.reads[i]
-			cells, err := l.read(ctx, r.c.key, r.since)
+			cells, err := rd.read(ctx, r.c.key, r.since)
 			if err != nil {
 				stop.Store(true)
 				mu.Lock()
@@ -201,19 +202,32 @@ func (l *Limiter) readAll(ctx context.Context) error {
 	return first
 }
 
-// read returns the buckets of key since the given second, sorted.
-func (l *Limiter) read(ctx context.Context, key string, since int64) ([]cell, error) {
-	rctx, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
+// reader reads keys for one worker, reusing its buffer and callback so
+// that a read allocates little beyond its context.
+type reader struct {
+	l     *Limiter
+	cells []cell
+	fn    func(bucket, hits int64)
+}
+
+func (l *Limiter) newReader() *reader {
+	r := &reader{l: l}
+	r.fn = func(bucket, hits int64) { r.cells = append(r.cells, cell{bucket, hits}) }
+	return r
+}
+
+// read returns the buckets of key since the given second, sorted; the
+// slice is valid until the next read.
+func (r *reader) read(ctx context.Context, key string, since int64) ([]cell, error) {
+	rctx, cancel := context.WithTimeout(ctx, r.l.cfg.StoreTimeout)
 	defer cancel()
-	var cells []cell
-	err := l.cfg.Store.ReadBuckets(rctx, key, since, func(bucket, hits int64) {
-		cells = append(cells, cell{bucket, hits})
-	})
-	if err != nil {
+	r.cells = r.cells[:0]
+	if err := r.l.cfg.Store.ReadBuckets(rctx, key, since, r.fn); err != nil {
 		return nil, fmt.Errorf("read hits of %s: %w", key, err)
 	}
-	if !slices.IsSortedFunc(cells, func(a, b cell) int { return cmp.Compare(a.sec, b.sec) }) {
-		slices.SortFunc(cells, func(a, b cell) int { return cmp.Compare(a.sec, b.sec) })
+	cells := r.cells
+	if !slices.IsSortedFunc(cells, cmpCell) {
+		slices.SortFunc(cells, cmpCell)
 	}
 	// A store may return a bucket in pieces; merge wants each once.
 	out := cells[:0]
@@ -227,9 +241,11 @@ func (l *Limiter) read(ctx context.Context, key string, since int64) ([]cell, er
 	return out, nil
 }
 
+func cmpCell(a, b cell) int { return cmp.Compare(a.sec, b.sec) }
+
 // probe asks the store for a key no limit uses, to detect its recovery.
 func (l *Limiter) probe(ctx context.Context) error {
-	_, err := l.read(ctx, probeKey, l.unixNow())
+	_, err := l.newReader().read(ctx, probeKey, l.unixNow())
 	if err != nil {
 		l.syncErrors.Add(1)
 	}
