@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -84,6 +85,11 @@ func New(cfg Config, n Node) *API {
 		n.MetricsHandler().ServeHTTP(w, r)
 		return nil
 	}})
+	// Profiles, for operators chasing latency or memory: behind the
+	// token like the rest of the API.
+	a.mux.HandleFunc("/debug/pprof/", a.guard(pprof.Index))
+	a.mux.HandleFunc("/debug/pprof/profile", a.guard(pprof.Profile))
+	a.mux.HandleFunc("/debug/pprof/trace", a.guard(pprof.Trace))
 	ui, _ := fs.Sub(uiFiles, "ui")
 	a.mux.Handle("GET /ui/", http.StripPrefix("/ui/", http.FileServerFS(ui)))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -126,6 +132,17 @@ func (a *API) route(pattern string, m methods) {
 			a.fail(w, r, err)
 		}
 	})
+}
+
+// guard requires the admin token before h.
+func (a *API) guard(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(r) {
+			writeJSON(w, http.StatusUnauthorized, errorBody{"admin token required"})
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (a *API) authorized(r *http.Request) bool {

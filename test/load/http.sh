@@ -23,6 +23,7 @@ done
 [[ -x $VULCAN ]] || go build -o "$VULCAN" ./cmd/vulcan
 
 work=$(mktemp -d)
+chmod 755 "$work" # nginx workers run as another user
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
