@@ -29,14 +29,23 @@ func (n *Node) Status() Status {
 	return Status{Node: n.cfg.Node, Members: n.cluster.Load().NumAlive(), Store: n.store.Kind(), Version: Version}
 }
 
-// Member is one member of the cluster as the admin API shows it.
-type Member = gossip.Member
+// Member is one member of the cluster as the admin API shows it; the JSON
+// names are part of the API (GET /v1/members).
+type Member struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Status string `json:"status"` // alive, suspect, dead or left
+}
 
-// Members lists the cluster's members, this node included.
+// Members lists the cluster's members, this node included, sorted by name.
 func (n *Node) Members() []Member {
 	ms := n.cluster.Load().Members()
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
-	return ms
+	out := make([]Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, Member{Name: m.Name, Addr: m.Addr, Status: m.Status})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // ServiceView is a service with its upstreams, as the admin API shows it.
