@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"vulcan/node/auth"
 )
 
 // metrics is the node's Prometheus registry. It is the node's own (no
@@ -44,7 +46,26 @@ func newMetrics(n *Node) *metrics {
 				return 0
 			}),
 		newTableCollector(n),
+		newStatsCollector(n),
 	)
+	if a := n.auth; a != nil {
+		// Read at scrape time from the client's own counters: the hit
+		// ratio tells whether the cache is sized and timed right.
+		counter := func(name, help string, v func(auth.Stats) uint64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+				func() float64 { return float64(v(a.Stats())) })
+		}
+		m.reg.MustRegister(
+			counter("vulcan_auth_cache_hits_total", "Authorizations answered from the cache.",
+				func(s auth.Stats) uint64 { return s.Hits }),
+			counter("vulcan_auth_cache_misses_total", "Authorizations not in the cache, including those that joined a call in flight.",
+				func(s auth.Stats) uint64 { return s.Misses }),
+			counter("vulcan_auth_calls_total", "Requests sent to authorization servers, failover attempts included.",
+				func(s auth.Stats) uint64 { return s.Calls }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vulcan_auth_cache_entries", Help: "Answers held in the authorization cache."},
+				func() float64 { return float64(a.Stats().Entries) }),
+		)
+	}
 	return m
 }
 
@@ -98,4 +119,58 @@ func (n *Node) ObserveHTTP(status int) {
 // ObserveSMTP counts an SMTP event ("session", "message", "rejected", ...).
 func (n *Node) ObserveSMTP(event string) {
 	n.metrics.smtp.WithLabelValues(event).Inc()
+}
+
+// statsCollector exports the limiter's and the auth client's own counters
+// at scrape time.
+type statsCollector struct {
+	n    *Node
+	desc map[string]*prometheus.Desc
+}
+
+func newStatsCollector(n *Node) *statsCollector {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	return &statsCollector{n: n, desc: map[string]*prometheus.Desc{
+		"rl_allowed":    d("vulcan_ratelimit_allowed_total", "Requests within their limits."),
+		"rl_denied":     d("vulcan_ratelimit_denied_total", "Requests denied by a limit or by a closed store."),
+		"rl_syncs":      d("vulcan_ratelimit_syncs_total", "Sync rounds with the counter store."),
+		"rl_sync_err":   d("vulcan_ratelimit_sync_errors_total", "Counter store calls that failed."),
+		"rl_deltas":     d("vulcan_ratelimit_deltas_written_total", "Counter deltas written to the store."),
+		"rl_unsynced":   d("vulcan_ratelimit_hits_unsynced_total", "Hits whose write failed and are counted by this node only."),
+		"rl_counters":   d("vulcan_ratelimit_counters", "Windows of (token, limit) held in memory."),
+		"auth_hits":     d("vulcan_auth_cache_hits_total", "Authorizations answered from the cache."),
+		"auth_misses":   d("vulcan_auth_cache_misses_total", "Authorizations not in the cache."),
+		"auth_calls":    d("vulcan_auth_calls_total", "Calls sent to authorization servers."),
+		"auth_failures": d("vulcan_auth_call_failures_total", "Authorization calls without a usable answer."),
+		"auth_entries":  d("vulcan_auth_cache_entries", "Answers held in the authorization cache."),
+	}}
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.desc {
+		ch <- d
+	}
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(key string, t prometheus.ValueType, v float64) {
+		ch <- prometheus.MustNewConstMetric(c.desc[key], t, v)
+	}
+	rl := c.n.limiter.Stats()
+	emit("rl_allowed", prometheus.CounterValue, float64(rl.Allowed))
+	emit("rl_denied", prometheus.CounterValue, float64(rl.Denied))
+	emit("rl_syncs", prometheus.CounterValue, float64(rl.Syncs))
+	emit("rl_sync_err", prometheus.CounterValue, float64(rl.SyncErrors))
+	emit("rl_deltas", prometheus.CounterValue, float64(rl.DeltasWritten))
+	emit("rl_unsynced", prometheus.CounterValue, float64(rl.HitsUnsynced))
+	emit("rl_counters", prometheus.GaugeValue, float64(rl.Counters))
+	if c.n.auth == nil {
+		return
+	}
+	as := c.n.auth.Stats()
+	emit("auth_hits", prometheus.CounterValue, float64(as.Hits))
+	emit("auth_misses", prometheus.CounterValue, float64(as.Misses))
+	emit("auth_calls", prometheus.CounterValue, float64(as.Calls))
+	emit("auth_failures", prometheus.CounterValue, float64(as.Failures))
+	emit("auth_entries", prometheus.GaugeValue, float64(as.Entries))
 }

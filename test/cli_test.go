@@ -1,6 +1,10 @@
 package test
 
 import (
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -70,5 +74,65 @@ func TestCLIManagesServicesAndUpstreams(t *testing.T) {
 		if _, err := a.cli(args...); err == nil || !strings.Contains(err.Error(), "exit status 1") {
 			t.Errorf("vulcan %v: want exit status 1, got %v", args, err)
 		}
+	}
+}
+
+// TestMetricsAndDashboard: /metrics speaks Prometheus text with the node's
+// own series, and /ui/ serves the dashboard.
+func TestMetricsAndDashboard(t *testing.T) {
+	t.Parallel()
+	a := startAgent(t, agentOpts{})
+	b := startBackend(t, "b", nil)
+	register(t, a, map[string]any{"name": "web"}, b)
+	for range 3 {
+		if code, _, _, err := get(proxyClient(), a, "", "/"); err != nil || code != 200 {
+			t.Fatalf("GET: %d %v", code, err)
+		}
+	}
+	for path, wants := range map[string][]string{
+		"/metrics": {`vulcan_http_responses_total{code="2xx"} 3`, `vulcan_upstream_up{service="web",state="active",upstream="b"} 1`,
+			"vulcan_cluster_members_alive 1"},
+		"/ui/":       {"<title>vulcan</title>", "app.js"},
+		"/ui/app.js": {"/v1/services"},
+	} {
+		resp, err := apiClient.Get("http://" + a.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, w := range wants {
+			if resp.StatusCode != 200 || !strings.Contains(string(body), w) {
+				t.Errorf("GET %s: status %d, body lacks %q", path, resp.StatusCode, w)
+			}
+		}
+	}
+}
+
+// TestAdminToken: with -admin-token every API call needs the bearer token.
+func TestAdminToken(t *testing.T) {
+	t.Parallel()
+	a := startAgent(t, agentOpts{extra: []string{"-admin-token", "s3cret"}})
+	for _, path := range []string{"/v1/status", "/v1/services", "/metrics", "/debug/pprof/"} {
+		resp, err := apiClient.Get("http://" + a.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("GET %s without token: %d, want 401", path, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://"+a.admin+"/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := apiClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("with token: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	cmd := exec.Command(binary, "status")
+	cmd.Env = append(os.Environ(), "VULCAN_ADDR=http://"+a.admin, "VULCAN_TOKEN=s3cret")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), a.name) {
+		t.Fatalf("CLI with VULCAN_TOKEN: %v %s", err, out)
 	}
 }

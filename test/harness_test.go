@@ -175,7 +175,12 @@ func (a *agent) start() {
 			return fmt.Errorf("%s exited: %v\n%s", a.name, a.exitErr, a.log.String())
 		default:
 		}
+		// Any answer, even a 401 from a node with an admin token, means up.
 		_, err := a.api("GET", "/v1/status", nil, nil)
+		var se *statusError
+		if errors.As(err, &se) {
+			return nil
+		}
 		return err
 	})
 }
