@@ -143,7 +143,7 @@ func (n *Node) CheckLimits(token string, f Facts) (ratelimit.Decision, error) {
 	if d.Allowed {
 		return d, nil
 	}
-	if d.Limit == nil {
+	if d.StoreDown {
 		return d, ErrStoreUnavailable
 	}
 	return d, &RateLimitedError{Decision: d}

@@ -42,6 +42,9 @@ type Decision struct {
 	// allowed, until its oldest counted hit leaves the window; when
 	// denied, RetryAfter.
 	Reset int
+	// StoreDown is set on a denial made only because the counter store is
+	// unreachable and the limiter fails closed.
+	StoreDown bool
 }
 
 // Stats are the Limiter's counters, for metrics.
@@ -258,7 +261,7 @@ func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, fa
 		}
 	}
 	if first != nil && d.Allowed && failClosed {
-		d.Allowed, d.Limit, retry = false, first.lim, 1
+		d.Allowed, d.Limit, d.StoreDown, retry = false, first.lim, true, 1
 	}
 	if !d.Allowed {
 		sh.denied++

@@ -339,7 +339,7 @@ func TestStoreOutageFailClosed(t *testing.T) {
 		t.Fatal("Sync succeeded against a failing store")
 	}
 	d := l.Allow(api)
-	if d.Allowed || d.Limit == nil || d.Limit.ID != "api" || d.RetryAfter < 1 {
+	if d.Allowed || !d.StoreDown || d.Limit == nil || d.Limit.ID != "api" || d.RetryAfter < 1 {
 		t.Fatalf("fail-closed during the outage: %+v; want denied by api", d)
 	}
 	if d := l.Allow(Request{Token: "t", Path: "/www"}); !d.Allowed {
