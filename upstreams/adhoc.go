@@ -55,6 +55,9 @@ func (t *Table) PickAddrs(addrs []string, exclude *Handle) (*Handle, error) {
 		if m == nil {
 			return nil, fmt.Errorf("pick from %q: %w", addrs, ErrNoUpstream)
 		}
+		if t.chosenHook != nil {
+			t.chosenHook(m)
+		}
 		if h := take(m, trial, &now); h != nil {
 			return h, nil
 		}

@@ -39,6 +39,9 @@ func (t *Table) Pick(service string, exclude *Handle) (*Handle, error) {
 		if m == nil {
 			return nil, fmt.Errorf("pick %s: %w", service, ErrNoUpstream)
 		}
+		if t.chosenHook != nil {
+			t.chosenHook(m)
+		}
 		if h := take(m, trial, &now); h != nil {
 			return h, nil
 		}

@@ -63,6 +63,10 @@ type Table struct {
 	mu  sync.Mutex // serializes registration changes; never taken by a pick
 	reg registry
 
+	// chosenHook, if set (by tests only), runs between choosing an upstream
+	// and counting it in flight: the window the drain protocol must cover.
+	chosenHook func(*member)
+
 	adhoc adhocSet
 	// cursors are the round-robin positions of explicit address lists,
 	// chosen by a hash of the list so that no list key is stored.
