@@ -7,8 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"vulcan/node/auth"
 )
 
 // metrics is the node's Prometheus registry. It is the node's own (no
@@ -48,24 +46,6 @@ func newMetrics(n *Node) *metrics {
 		newTableCollector(n),
 		newStatsCollector(n),
 	)
-	if a := n.auth; a != nil {
-		// Read at scrape time from the client's own counters: the hit
-		// ratio tells whether the cache is sized and timed right.
-		counter := func(name, help string, v func(auth.Stats) uint64) prometheus.Collector {
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-				func() float64 { return float64(v(a.Stats())) })
-		}
-		m.reg.MustRegister(
-			counter("vulcan_auth_cache_hits_total", "Authorizations answered from the cache.",
-				func(s auth.Stats) uint64 { return s.Hits }),
-			counter("vulcan_auth_cache_misses_total", "Authorizations not in the cache, including those that joined a call in flight.",
-				func(s auth.Stats) uint64 { return s.Misses }),
-			counter("vulcan_auth_calls_total", "Requests sent to authorization servers, failover attempts included.",
-				func(s auth.Stats) uint64 { return s.Calls }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vulcan_auth_cache_entries", Help: "Answers held in the authorization cache."},
-				func() float64 { return float64(a.Stats().Entries) }),
-		)
-	}
 	return m
 }
 
