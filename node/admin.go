@@ -184,24 +184,26 @@ func (n *Node) DeleteUpstream(svc, id string) error {
 // flight to the upstream (Done true), or when wait or ctx runs out (Done
 // false, with the counts left).
 func (n *Node) Drain(ctx context.Context, svc, id string, wait time.Duration) (DrainProgress, error) {
-	if err := n.setState(svc, id, upstreams.StateDraining); err != nil {
+	e, err := n.setState(svc, id, upstreams.StateDraining)
+	if err != nil {
 		return DrainProgress{}, err
 	}
+	clock := e.Version.Clock
 	if wait <= 0 {
-		return n.drainProgress(svc, id), nil
+		return n.drainProgress(svc, id, clock), nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		p := n.drainProgress(svc, id)
+		p := n.drainProgress(svc, id, clock)
 		if p.Done {
 			return p, nil
 		}
 		select {
 		case <-ctx.Done():
-			return n.drainProgress(svc, id), nil
+			return n.drainProgress(svc, id, clock), nil
 		case <-t.C:
 		}
 	}
@@ -209,20 +211,22 @@ func (n *Node) Drain(ctx context.Context, svc, id string, wait time.Duration) (D
 
 // Enable returns a drained upstream to rotation.
 func (n *Node) Enable(svc, id string) error {
-	return n.setState(svc, id, upstreams.StateActive)
+	_, err := n.setState(svc, id, upstreams.StateActive)
+	return err
 }
 
-func (n *Node) setState(svc, id string, s upstreams.AdminState) error {
+// setState writes an upstream's admin state and returns the entry written.
+func (n *Node) setState(svc, id string, s upstreams.AdminState) (gossip.Entry, error) {
 	c := n.cluster.Load()
 	if _, ok := c.Get(upstreamKey(svc, id)); !ok {
 		if _, ok := c.Get(serviceKey(svc)); !ok {
-			return fmt.Errorf("service %q: %w", svc, ErrNotFound)
+			return gossip.Entry{}, fmt.Errorf("service %q: %w", svc, ErrNotFound)
 		}
-		return fmt.Errorf("upstream %s/%s: %w", svc, id, ErrNotFound)
+		return gossip.Entry{}, fmt.Errorf("upstream %s/%s: %w", svc, id, ErrNotFound)
 	}
-	c.Set(stateKey(svc, id), []byte(s))
+	e := c.Set(stateKey(svc, id), []byte(s))
 	n.log.Info("upstream state changed", "service", svc, "upstream", id, "state", s)
-	return nil
+	return e, nil
 }
 
 // Limits lists the rate limits in force.

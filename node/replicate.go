@@ -96,7 +96,7 @@ func (n *Node) applyService(name string) {
 		n.table.PutService(svc)
 	} else {
 		n.table.RemoveService(name)
-		n.reports.setDraining(name, "", false)
+		n.reports.setDraining(name, "", 0, false)
 		return
 	}
 	seen := map[string]bool{}
@@ -132,12 +132,13 @@ func (n *Node) applyUpstreamLocked(c *gossip.Cluster, svc, id string) {
 	var u upstreams.Upstream
 	if !ok || json.Unmarshal(e.Value, &u) != nil || u.Normalize() != nil {
 		n.table.RemoveUpstream(svc, id)
-		n.reports.setDraining(svc, id, false)
+		n.reports.setDraining(svc, id, 0, false)
 		return
 	}
 	state := upstreams.StateActive
+	var drainClock uint64
 	if se, ok := c.Get(stateKey(svc, id)); ok && upstreams.AdminState(se.Value) == upstreams.StateDraining {
-		state = upstreams.StateDraining
+		state, drainClock = upstreams.StateDraining, se.Version.Clock
 	}
 	// State first: an upstream must never be visible as active, even for an
 	// instant, when the cluster says it is draining.
@@ -146,7 +147,7 @@ func (n *Node) applyUpstreamLocked(c *gossip.Cluster, svc, id string) {
 	if he, ok := c.Get(healthKey(svc, id)); ok {
 		n.table.SetHealth(svc, id, upstreams.Health(he.Value))
 	}
-	n.reports.setDraining(svc, id, state == upstreams.StateDraining)
+	n.reports.setDraining(svc, id, drainClock, state == upstreams.StateDraining)
 }
 
 // onLocalHealth is called by the table when this node observes a change of

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,11 +18,14 @@ const reportInterval = 100 * time.Millisecond
 
 // nodeReport is what each node tells the cluster about itself: the requests
 // it has in flight per upstream, and the upstreams it has applied a drain
-// to. A drain with wait is complete when every alive member reports the
-// upstream as draining with nothing in flight.
+// to, each with the Lamport clock of the drain it applied. A drain with wait
+// is complete when every alive member reports that drain, or a later one,
+// with nothing in flight. The clock is what tells a member that has applied
+// this drain from one whose report still shows an earlier drain, lifted
+// since by an enable that has not reached the waiting node.
 type nodeReport struct {
-	InFlight map[string]int64 `json:"in_flight,omitempty"`
-	Draining []string         `json:"draining,omitempty"`
+	InFlight map[string]int64  `json:"in_flight,omitempty"`
+	Draining map[string]uint64 `json:"draining,omitempty"`
 }
 
 // reports holds every node's last report, and the set of drains this node
@@ -31,13 +33,14 @@ type nodeReport struct {
 type reports struct {
 	mu     sync.RWMutex
 	byNode map[string]nodeReport
-	// draining is this node's applied drains, by upstreams.Key.
-	draining map[string]bool
+	// draining is this node's applied drains, by upstreams.Key, each with
+	// the clock of the state entry applied.
+	draining map[string]uint64
 	wake     chan struct{}
 }
 
 func newReports() *reports {
-	return &reports{byNode: map[string]nodeReport{}, draining: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &reports{byNode: map[string]nodeReport{}, draining: map[string]uint64{}, wake: make(chan struct{}, 1)}
 }
 
 func (r *reports) apply(e gossip.Entry) {
@@ -55,9 +58,10 @@ func (r *reports) apply(e gossip.Entry) {
 	r.mu.Unlock()
 }
 
-// setDraining records that this node has applied (or lifted) a drain; an
-// empty id lifts every drain of the service.
-func (r *reports) setDraining(svc, id string, on bool) {
+// setDraining records that this node has applied the drain written at
+// clock, or lifted a drain (on false); an empty id lifts every drain of the
+// service.
+func (r *reports) setDraining(svc, id string, clock uint64, on bool) {
 	r.mu.Lock()
 	changed := false
 	if id == "" {
@@ -67,13 +71,14 @@ func (r *reports) setDraining(svc, id string, on bool) {
 				changed = true
 			}
 		}
-	} else if key := upstreams.Key(svc, id); r.draining[key] != on {
-		changed = true
-		if on {
-			r.draining[key] = true
-		} else {
-			delete(r.draining, key)
+	} else if key := upstreams.Key(svc, id); on {
+		if c, ok := r.draining[key]; !ok || c != clock {
+			r.draining[key] = clock
+			changed = true
 		}
+	} else if _, ok := r.draining[key]; ok {
+		delete(r.draining, key)
+		changed = true
 	}
 	r.mu.Unlock()
 	if changed {
@@ -107,10 +112,10 @@ func (n *Node) reportLoop(ctx context.Context) {
 		// counts itself in flight before it looks at the admin state, so a
 		// zero read after the drain was applied cannot hide a request.
 		n.reports.mu.RLock()
-		draining := slices.Sorted(maps.Keys(n.reports.draining))
+		draining := maps.Clone(n.reports.draining)
 		n.reports.mu.RUnlock()
 		rep := nodeReport{InFlight: n.table.InFlight(), Draining: draining}
-		if !published || !maps.Equal(rep.InFlight, last.InFlight) || !slices.Equal(rep.Draining, last.Draining) {
+		if !published || !maps.Equal(rep.InFlight, last.InFlight) || !maps.Equal(rep.Draining, last.Draining) {
 			b, err := json.Marshal(rep)
 			if err == nil {
 				n.cluster.Load().Set(reportKey(n.cfg.Node), b)
@@ -140,8 +145,9 @@ type NodeDrainState struct {
 	InFlight int64  `json:"in_flight"`
 }
 
-// drainProgress reads every alive member's report.
-func (n *Node) drainProgress(svc, id string) DrainProgress {
+// drainProgress reads every alive member's report: a member has applied
+// the drain written at clock when it reports a drain at least as recent.
+func (n *Node) drainProgress(svc, id string, clock uint64) DrainProgress {
 	key := upstreams.Key(svc, id)
 	p := DrainProgress{Done: true}
 	for _, m := range n.cluster.Load().Members() {
@@ -151,7 +157,8 @@ func (n *Node) drainProgress(svc, id string) DrainProgress {
 		rep, ok := n.reports.get(m.Name)
 		st := NodeDrainState{Node: m.Name}
 		if ok {
-			st.Applied = slices.Contains(rep.Draining, key)
+			c, ok := rep.Draining[key]
+			st.Applied = ok && c >= clock
 			st.InFlight = rep.InFlight[key]
 		}
 		if !st.Applied || st.InFlight > 0 {
