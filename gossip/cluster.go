@@ -97,6 +97,9 @@ func New(cfg Config) (*Cluster, error) {
 	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.TCPTimeout = cfg.TCPTimeout
+	// Compression is decided after messages are packed into a packet, so it
+	// fits no more deltas in one; on a LAN it only costs CPU on every send.
+	mc.EnableCompression = false
 	if len(cfg.SecretKey) > 0 {
 		mc.SecretKey = append([]byte(nil), cfg.SecretKey...)
 	}
@@ -270,12 +273,13 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 			c.log.Debug("send leave intent", "to", n.Name, "error", err)
 		}
 	}
-	err := c.ml.Leave(timeout)
+	// Marked before memberlist reports this node gone, so that it is never
+	// reported dead.
 	if m, ok := c.members.left(c.cfg.NodeName, c.cfg.Now()); ok {
 		c.notify.member(m)
 		c.notify.drain()
 	}
-	if err != nil {
+	if err := c.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("leave cluster: %w", err)
 	}
 	c.log.Info("left cluster", "node", c.cfg.NodeName)
@@ -327,7 +331,7 @@ func (c *Cluster) merge(entries []Entry, clock uint64, regossip int) {
 // localState encodes the whole state for a push/pull.
 func (c *Cluster) localState() []byte {
 	c.mu.RLock()
-	m := stateMsg{Clock: c.tab.clock, Entries: c.tab.unsorted()}
+	m := stateMsg{Clock: c.tab.clock, Entries: c.tab.all()}
 	c.mu.RUnlock()
 	// Entries are values whose bytes are never written again: encoding
 	// them needs no lock.
@@ -361,8 +365,10 @@ func (c *Cluster) memberAlive(n *memberlist.Node) {
 
 // memberGone records a failed or departed member; see memberAlive.
 func (c *Cluster) memberGone(n *memberlist.Node) {
-	c.notify.member(c.members.gone(n.Name, n.Address(), c.cfg.Now()))
-	c.kick()
+	if m, changed := c.members.gone(n.Name, n.Address(), c.cfg.Now()); changed {
+		c.notify.member(m)
+		c.kick()
+	}
 }
 
 func (c *Cluster) kick() {

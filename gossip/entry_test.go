@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,6 +212,7 @@ func TestReplicasConverge(t *testing.T) {
 					t.Fatalf("seed %d replica %d: re-applying %+v changed the state", seed, replica, updates[i])
 				}
 			}
+			checkIndex(t, tab)
 			got := tab.all()
 			if replica == 0 {
 				first = got
@@ -275,6 +277,7 @@ func TestTableCollectsTombstonesAfterGrace(t *testing.T) {
 	if all := tab.all(); len(all) != 1 || all[0].Key != "live" {
 		t.Fatalf("state after collection: %+v", all)
 	}
+	checkIndex(t, tab)
 
 	// The collected tombstone, coming back from a peer, is not re-adopted,
 	// but it still deletes an older write a peer may hold.
@@ -286,5 +289,49 @@ func TestTableCollectsTombstonesAfterGrace(t *testing.T) {
 	old.Key = "live2"
 	if _, changed := tab.apply(old, clock.Now()); !changed {
 		t.Fatal("an expired but newer tombstone did not delete an older write")
+	}
+}
+
+// checkIndex verifies that the key index matches the entries.
+func checkIndex(t *testing.T, tab *table) {
+	t.Helper()
+	if !slices.IsSorted(tab.keys) || len(tab.keys) != len(tab.entries) {
+		t.Fatalf("key index %q does not match %d entries", tab.keys, len(tab.entries))
+	}
+	for _, k := range tab.keys {
+		if _, ok := tab.entries[k]; !ok {
+			t.Fatalf("indexed key %q has no entry", k)
+		}
+	}
+}
+
+func TestTableLiveByPrefix(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	tab := newTable(time.Hour)
+	now := time.Now()
+	for range 2000 {
+		k := fmt.Sprintf("%c/%c/%d", 'a'+r.IntN(3), 'a'+r.IntN(3), r.IntN(20))
+		if r.IntN(4) == 0 {
+			tab.del(k, "n", now)
+		} else {
+			tab.set(k, []byte("v"), "n")
+		}
+	}
+	checkIndex(t, tab)
+	for _, prefix := range []string{"", "a", "a/", "b/c/", "c/c/1", "c/c/19", "d", "a/b/7x"} {
+		var want []string
+		for k, e := range tab.entries {
+			if !e.Deleted && strings.HasPrefix(k, prefix) {
+				want = append(want, k)
+			}
+		}
+		slices.Sort(want)
+		var got []string
+		for _, e := range tab.live(prefix) {
+			got = append(got, e.Key)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("live(%q) = %q, want %q", prefix, got, want)
+		}
 	}
 }

@@ -241,3 +241,8 @@ func offlineCluster(t testing.TB) *Cluster {
 	c.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 1 }, RetransmitMult: 1}
 	return c
 }
+
+// addrOf is the memberlist address of c, for raw sends.
+func addrOf(c *Cluster) memberlist.Address {
+	return memberlist.Address{Addr: c.LocalAddr(), Name: c.LocalName()}
+}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,6 +40,9 @@ type memberState struct {
 type memberView struct {
 	mu sync.Mutex
 	m  map[string]*memberState
+	// alive is kept beside m because memberlist asks for it on every
+	// packet it fills (TransmitLimitedQueue.NumNodes).
+	nAlive atomic.Int64
 }
 
 func newMemberView() *memberView {
@@ -50,6 +54,7 @@ func newMemberView() *memberView {
 func (v *memberView) alive(name, addr string, instance uint64, now time.Time) (Member, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	defer v.recountLocked()
 	s, ok := v.m[name]
 	if !ok {
 		s = &memberState{Member: Member{Name: name}}
@@ -69,21 +74,26 @@ func (v *memberView) alive(name, addr string, instance uint64, now time.Time) (M
 }
 
 // gone records a member memberlist reports departed: left if it announced
-// its leave, dead otherwise.
-func (v *memberView) gone(name, addr string, now time.Time) Member {
+// its leave, dead otherwise. It reports whether the status changed.
+func (v *memberView) gone(name, addr string, now time.Time) (Member, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	defer v.recountLocked()
 	s, ok := v.m[name]
 	if !ok {
 		s = &memberState{Member: Member{Name: name, Addr: addr}}
 		v.m[name] = s
 	}
-	s.Status = StatusDead
+	status := StatusDead
 	if s.leaving {
-		s.Status = StatusLeft
+		status = StatusLeft
 	}
+	if s.Status == status {
+		return s.Member, false
+	}
+	s.Status = status
 	s.since = now
-	return s.Member
+	return s.Member, true
 }
 
 // leaveIntent records that a member announced its leave. fresh reports the
@@ -92,6 +102,7 @@ func (v *memberView) gone(name, addr string, now time.Time) Member {
 func (v *memberView) leaveIntent(m leaveMsg, now time.Time) (mem Member, fresh, changed bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	defer v.recountLocked()
 	s, ok := v.m[m.Node]
 	if !ok || s.instance != m.Instance || s.leaving {
 		return Member{}, false, false
@@ -105,10 +116,11 @@ func (v *memberView) leaveIntent(m leaveMsg, now time.Time) (mem Member, fresh, 
 	return s.Member, true, false
 }
 
-// left marks the local node as left.
+// left marks the local node as left, before memberlist reports it gone.
 func (v *memberView) left(name string, now time.Time) (Member, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	defer v.recountLocked()
 	s, ok := v.m[name]
 	if !ok || s.Status == StatusLeft {
 		return Member{}, false
@@ -123,6 +135,7 @@ func (v *memberView) left(name string, now time.Time) (Member, bool) {
 func (v *memberView) reap(now time.Time, age time.Duration) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	defer v.recountLocked()
 	n := 0
 	for name, s := range v.m {
 		if (s.Status == StatusDead || s.Status == StatusLeft) && now.Sub(s.since) > age {
@@ -147,13 +160,16 @@ func (v *memberView) list() []Member {
 
 // numAlive counts the alive members, this node included.
 func (v *memberView) numAlive() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	return int(v.nAlive.Load())
+}
+
+// recountLocked refreshes the alive count; v.mu is held.
+func (v *memberView) recountLocked() {
 	n := 0
 	for _, s := range v.m {
 		if s.Status == StatusAlive {
 			n++
 		}
 	}
-	return n
+	v.nAlive.Store(int64(n))
 }

@@ -12,8 +12,11 @@ import (
 // for concurrent use; Cluster guards it.
 type table struct {
 	entries map[string]Entry
-	clock   uint64
-	grace   time.Duration // tombstones older than this are garbage
+	// keys holds the keys of entries in order, so that a prefix query reads
+	// only its own range. Keys are added far less often than rewritten.
+	keys  []string
+	clock uint64
+	grace time.Duration // tombstones older than this are garbage
 }
 
 func newTable(grace time.Duration) *table {
@@ -28,6 +31,15 @@ func (t *table) witness(c uint64) {
 	}
 }
 
+// put stores e, indexing its key when it is new.
+func (t *table) put(e Entry) {
+	if _, ok := t.entries[e.Key]; !ok {
+		i, _ := slices.BinarySearch(t.keys, e.Key)
+		t.keys = slices.Insert(t.keys, i, e.Key)
+	}
+	t.entries[e.Key] = e
+}
+
 // set writes a live entry under a fresh version; it keeps its own copy of
 // value.
 func (t *table) set(key string, value []byte, node string) Entry {
@@ -36,7 +48,7 @@ func (t *table) set(key string, value []byte, node string) Entry {
 	if len(value) > 0 {
 		e.Value = bytes.Clone(value)
 	}
-	t.entries[key] = e
+	t.put(e)
 	return e
 }
 
@@ -45,7 +57,7 @@ func (t *table) set(key string, value []byte, node string) Entry {
 func (t *table) del(key, node string, now time.Time) Entry {
 	t.clock++
 	e := Entry{Key: key, Version: Version{Clock: t.clock, Node: node}, Deleted: true, DeletedAt: now.UnixMilli()}
-	t.entries[key] = e
+	t.put(e)
 	return e
 }
 
@@ -63,7 +75,7 @@ func (t *table) apply(e Entry, now time.Time) (Entry, bool) {
 	if ok && compareEntries(e, old) <= 0 {
 		return old, false
 	}
-	t.entries[e.Key] = e
+	t.put(e)
 	return e, true
 }
 
@@ -87,13 +99,17 @@ func (t *table) expired(e Entry, now time.Time) bool {
 
 // collect removes the tombstones past their grace and returns how many.
 func (t *table) collect(now time.Time) int {
-	n := 0
-	for k, e := range t.entries {
-		if e.Deleted && t.expired(e, now) {
+	kept := t.keys[:0]
+	for _, k := range t.keys {
+		if e := t.entries[k]; e.Deleted && t.expired(e, now) {
 			delete(t.entries, k)
-			n++
+			continue
 		}
+		kept = append(kept, k)
 	}
+	n := len(t.keys) - len(kept)
+	clear(t.keys[len(kept):])
+	t.keys = kept
 	return n
 }
 
@@ -109,31 +125,23 @@ func (t *table) get(key string) (Entry, bool) {
 // live returns the live entries under prefix, sorted by key.
 func (t *table) live(prefix string) []Entry {
 	var out []Entry
-	for k, e := range t.entries {
-		if !e.Deleted && strings.HasPrefix(k, prefix) {
+	i, _ := slices.BinarySearch(t.keys, prefix)
+	for _, k := range t.keys[i:] {
+		if !strings.HasPrefix(k, prefix) {
+			break
+		}
+		if e := t.entries[k]; !e.Deleted {
 			out = append(out, e)
 		}
 	}
-	sortByKey(out)
 	return out
 }
 
 // all returns every entry, tombstones included, sorted by key.
 func (t *table) all() []Entry {
-	out := t.unsorted()
-	sortByKey(out)
-	return out
-}
-
-// unsorted returns every entry, tombstones included, in no order.
-func (t *table) unsorted() []Entry {
-	out := make([]Entry, 0, len(t.entries))
-	for _, e := range t.entries {
-		out = append(out, e)
+	out := make([]Entry, 0, len(t.keys))
+	for _, k := range t.keys {
+		out = append(out, t.entries[k])
 	}
 	return out
-}
-
-func sortByKey(es []Entry) {
-	slices.SortFunc(es, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
 }
