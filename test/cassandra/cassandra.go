@@ -5,9 +5,10 @@
 // its address as VULCAN_TEST_CASSANDRA; Hosts hands it to a test and skips
 // the test when the variable is unset, except under CI, where a missing
 // Cassandra is a failure rather than a silent skip. Tests keep apart by
-// using a fresh keyspace each (Keyspace). A test that needs an outage stops
-// and restarts a node with Stop and Start, or runs a node of its own with
-// StartPrivate so that it disturbs nobody else.
+// using a fresh keyspace each (Keyspace). A test that needs an outage runs
+// a node of its own with StartPrivate, so that it disturbs nobody else, and
+// stops (Node.Stop, Node.Kill) and restarts (Node.Start) it; Stop and Start
+// do the same to the shared node, for a test that nothing runs beside.
 package cassandra
 
 import (

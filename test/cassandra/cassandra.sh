@@ -4,7 +4,8 @@
 #   cassandra.sh fetch          copy cassandra-all and its dependencies into lib/ (once)
 #   cassandra.sh start          start a node on a fresh data directory (or reuse one, see
 #                               CASSANDRA_KEEP_DATA), wait until CQL answers, print host:port
-#   cassandra.sh stop           stop the node, keeping its data directory
+#   cassandra.sh stop           stop the node (SIGTERM: it drains), keeping its data directory
+#   cassandra.sh kill           kill the node (SIGKILL: a crash), keeping its data directory
 #   cassandra.sh restart-keep   stop, then start again on the same data
 #   cassandra.sh status         print host:port and exit 0 when CQL answers, else exit 1
 #   cassandra.sh log            print the tail of the node's log
@@ -18,6 +19,8 @@
 #   CASSANDRA_HEAP           -Xms and -Xmx (1G)
 #   CASSANDRA_KEEP_DATA      when 1, start reuses the data directory left by stop
 #   CASSANDRA_START_TIMEOUT  seconds to wait for CQL (180)
+#   CASSANDRA_FAST_SCHEMA    when 1, schema changes skip the flush and the commit log: faster,
+#                            but `kill` then loses every keyspace created since start
 #   CASSANDRA_VERSION        cassandra-all version to fetch (the one in pom.xml)
 #
 # start returns at once when a node already answers on the port. The node's log is
@@ -133,13 +136,16 @@ java_opts() {
 		-Dcassandra.logdir="$log_dir"
 		-Dcassandra.triggers_dir="$run_dir/triggers"
 		-Dlogback.configurationFile="$run_dir/conf/logback.xml"
-		# Start fast: a lone node has no gossip to wait for, and the test
-		# data need not survive a crash of the machine.
+		# Start fast: a lone node has no gossip to wait for.
 		-Dcassandra.skip_wait_for_gossip_to_settle=0
-		-Dcassandra.unsafesystem=true
-		-Dcassandra.test.flush_local_schema_changes=false
 		-Dcassandra.superuser_setup_delay_ms=0
 	)
+	# Faster schema changes, but a node killed (not stopped) forgets the
+	# keyspaces and tables created since it started, and with them the
+	# data written to them: the schema then lives only in memtables.
+	if [[ ${CASSANDRA_FAST_SCHEMA:-0} == 1 ]]; then
+		opts+=(-Dcassandra.unsafesystem=true -Dcassandra.test.flush_local_schema_changes=false)
+	fi
 	printf '%s\n' "${opts[@]}"
 }
 
@@ -197,13 +203,15 @@ cmd_start() {
 	echo "$host:$cql_port"
 }
 
+# cmd_stop SIGNAL stops the node with SIGNAL (TERM by default), escalating
+# to KILL after 60s.
 cmd_stop() {
 	local pid
 	pid=$(running_pid) || {
 		rm -f "$pid_file"
 		return 0
 	}
-	kill -TERM "$pid" 2>/dev/null || true
+	kill -"${1:-TERM}" "$pid" 2>/dev/null || true
 	local deadline=$((SECONDS + 60))
 	while kill -0 "$pid" 2>/dev/null; do
 		if ((SECONDS >= deadline)); then
@@ -235,7 +243,8 @@ cmd_status() {
 case ${1:-} in
 fetch) cmd_fetch ;;
 start) cmd_start ;;
-stop) cmd_stop ;;
+stop) cmd_stop TERM ;;
+kill) cmd_stop KILL ;;
 restart-keep)
 	cmd_stop
 	CASSANDRA_KEEP_DATA=1 cmd_start
@@ -243,7 +252,7 @@ restart-keep)
 status) cmd_status ;;
 log) log_tail "${2:-80}" 2>&1 ;;
 *)
-	sed -n '2,24s/^# \{0,1\}//p' "$0" >&2
+	sed -n '2,/^set -e/s/^# \{0,1\}//p' "$0" | grep -v '^set -e' >&2
 	exit 2
 	;;
 esac

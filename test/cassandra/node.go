@@ -85,7 +85,8 @@ func StartPrivate(t testing.TB) *Node {
 		"CASSANDRA_HEAP=" + privateHeap,
 	}}
 	t.Cleanup(func() {
-		if out, err := n.run(stopTimeout, "stop"); err != nil {
+		// Killed, not drained: its data is thrown away.
+		if out, err := n.run(stopTimeout, "kill"); err != nil {
 			t.Errorf("stop private cassandra: %v\n%s", err, out)
 		}
 	})
@@ -93,10 +94,23 @@ func StartPrivate(t testing.TB) *Node {
 	return n
 }
 
-// Stop stops the node and waits until it is gone, keeping its data.
+// Stop stops the node gracefully (SIGTERM: it drains, which takes
+// seconds) and waits until it is gone, keeping its data.
 func (n *Node) Stop(t testing.TB) {
 	t.Helper()
-	n.mustRun(t, stopTimeout, "stop")
+	n.halt(t, "stop")
+}
+
+// Kill kills the node (SIGKILL, as in a crash) and waits until it is gone.
+// Its data stays: what it wrote is in the commit log, which Start replays.
+func (n *Node) Kill(t testing.TB) {
+	t.Helper()
+	n.halt(t, "kill")
+}
+
+func (n *Node) halt(t testing.TB, cmd string) {
+	t.Helper()
+	n.mustRun(t, stopTimeout, cmd)
 	if n.shared {
 		t.Cleanup(func() {
 			if _, err := n.run(10*time.Second, "status"); err == nil {
