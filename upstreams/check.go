@@ -14,8 +14,9 @@ import (
 // RunChecks runs the active health checks of every upstream whose service
 // has a HealthCheck, until ctx is done. It follows registration changes:
 // new upstreams start being checked, removed ones stop, and a changed check
-// or address restarts the check. It returns once every check it started has
-// stopped.
+// or address restarts the check. It blocks until ctx is done, and returns
+// once every check it started has stopped. Run it once per table: two would
+// check everything twice.
 //
 // Each check runs at once and then every interval. HTTP services are checked
 // with GET http://addr+path (2xx or 3xx is healthy, redirects are not
