@@ -110,10 +110,3 @@ func (p *pool) close() {
 		}
 	}
 }
-
-// idleCount is the number of idle connections to addr.
-func (p *pool) idleCount(addr string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle[addr])
-}
