@@ -24,6 +24,11 @@ const pushQueue = 256
 // maxReliableSends bounds the TCP sends of one big entry in flight at once.
 const maxReliableSends = 8
 
+// maxQueued bounds the deltas waiting for gossip (one per key at most).
+// Beyond it the most gossiped ones are dropped: they have reached most
+// nodes already, and push/pull repairs the rest.
+const maxQueued = 4096
+
 // Cluster is a member of a memberlist cluster holding a copy of the
 // replicated state. All its methods are safe for concurrent use.
 type Cluster struct {
@@ -201,8 +206,12 @@ func (c *Cluster) publishLocked(e Entry) {
 // gossipLocked queues a delta for gossip when it fits a packet; c.mu is
 // held.
 func (c *Cluster) gossipLocked(key string, msg []byte) {
-	if len(msg) <= maxPacketMsg {
-		c.queue.QueueBroadcast(entryBroadcast(key, msg))
+	if len(msg) > maxPacketMsg {
+		return
+	}
+	c.queue.QueueBroadcast(entryBroadcast(key, msg))
+	if c.queue.NumQueued() > maxQueued {
+		c.queue.Prune(maxQueued)
 	}
 }
 

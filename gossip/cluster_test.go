@@ -449,3 +449,48 @@ func TestShutdownIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+func TestOnChangeOrderUnderConcurrentWrites(t *testing.T) {
+	c := offlineCluster(t)
+	var mu sync.Mutex
+	var seen []Version
+	c.notify.onChange = func(e Entry) {
+		mu.Lock()
+		seen = append(seen, e.Version)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 500 {
+				c.Set("k", nil)
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != 4000 {
+		t.Fatalf("%d OnChange calls, want 4000", len(seen))
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i].Compare(seen[i-1]) <= 0 {
+			t.Fatalf("call %d delivered %+v after %+v", i, seen[i], seen[i-1])
+		}
+	}
+}
+
+func TestGossipQueueIsBounded(t *testing.T) {
+	c := offlineCluster(t)
+	for i := range maxQueued + 500 {
+		c.Set(fmt.Sprintf("k%d", i), []byte("v"))
+	}
+	if n := c.queue.NumQueued(); n > maxQueued {
+		t.Fatalf("%d deltas queued, bound is %d", n, maxQueued)
+	}
+	// Rewriting one key replaces its queued delta instead of adding one.
+	before := c.queue.NumQueued()
+	c.Set("k0", []byte("again"))
+	c.Set("k0", []byte("and again"))
+	if n := c.queue.NumQueued(); n > before+1 {
+		t.Fatalf("rewrites of one key grew the queue from %d to %d", before, n)
+	}
+}

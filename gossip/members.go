@@ -10,10 +10,15 @@ import (
 
 // Member statuses.
 const (
-	StatusAlive   = "alive"
+	// StatusAlive is a member that answers.
+	StatusAlive = "alive"
+	// StatusSuspect completes the set of statuses callers may show, but is
+	// not reported: memberlist keeps its suspicions to itself.
 	StatusSuspect = "suspect"
-	StatusDead    = "dead"
-	StatusLeft    = "left"
+	// StatusDead is a member that stopped answering without leaving.
+	StatusDead = "dead"
+	// StatusLeft is a member that announced its leave.
+	StatusLeft = "left"
 )
 
 // Member is a node of the cluster as this node sees it. Status is one of
