@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -683,5 +684,83 @@ func TestOpenModeTokenIsClientIP(t *testing.T) {
 		if got := mustCall(t, c3, a, proxyCall{path: "/y"}); got.code != want {
 			t.Fatalf("request %d from %s under ^127\\.0\\.: %d, want %d", i+1, ip3, got.code, want)
 		}
+	}
+}
+
+// TestAuthExplicitListObeysHealthAndCountsInFlight: a registered upstream
+// named in an explicit list is skipped while its health check fails, and a
+// request sent to it through the list counts as in flight, so a drain with
+// wait does not finish until that request does.
+func TestAuthExplicitListObeysHealthAndCountsInFlight(t *testing.T) {
+	t.Parallel()
+	held, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	var served [2]atomic.Int64
+	handler := func(i int, healthy bool) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/health":
+				if !healthy {
+					http.Error(w, "sick", 500)
+				}
+				return
+			case "/hold":
+				held <- struct{}{}
+				<-release
+			}
+			served[i].Add(1)
+		})
+	}
+	good, sick := startBackend(t, "good", handler(0, true)), startBackend(t, "sick", handler(1, false))
+	as := startAuthServer(t, map[string]authReply{"lister": authUpstreams("t-list", sick.addr, good.addr)})
+	a := authAgent(t, as.url())
+	register(t, a, map[string]any{"name": "pool", "hosts": []string{"pool.internal"},
+		"health_check": map[string]any{"path": "/health", "interval": "100ms", "timeout": "1s"}}, good, sick)
+	eventually(t, 10*time.Second, func() error {
+		var svc struct {
+			Upstreams []struct{ ID, Health string }
+		}
+		if _, err := a.api("GET", "/v1/services/pool", nil, &svc); err != nil {
+			return err
+		}
+		for _, u := range svc.Upstreams {
+			if want := map[string]string{"good": "up", "sick": "down"}[u.ID]; u.Health != want {
+				return fmt.Errorf("%s is %q, want %q", u.ID, u.Health, want)
+			}
+		}
+		return nil
+	})
+	c := proxyClient()
+	for range 20 {
+		if got := mustCall(t, c, a, proxyCall{path: "/work", user: "lister", pass: "pw"}); got.code != 200 || got.upstream != "good" {
+			t.Fatalf("explicit list with sick down: %d from %q", got.code, got.upstream)
+		}
+	}
+	if n := served[1].Load(); n != 0 {
+		t.Fatalf("the upstream failing its health check served %d requests from the list", n)
+	}
+
+	done := make(chan proxyResult, 1)
+	go func() {
+		got, _ := sendCall(c, a, proxyCall{path: "/hold", user: "lister", pass: "pw"})
+		done <- got
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held request never reached the upstream")
+	}
+	if code, err := a.api("POST", "/v1/services/pool/upstreams/good/drain?wait=300ms", nil, nil); code != 408 {
+		t.Fatalf("drain with a request in flight through the list: %d %v, want 408", code, err)
+	}
+	releaseOnce.Do(func() { close(release) })
+	if got := <-done; got.code != 200 {
+		t.Fatalf("the request in flight during the drain got %d", got.code)
+	}
+	a.mustAPI("POST", "/v1/services/pool/upstreams/good/drain?wait=5s", nil, nil)
+	// Both listed upstreams are now unusable: nothing is left to pick.
+	if got := mustCall(t, c, a, proxyCall{path: "/work", user: "lister", pass: "pw"}); got.code != 503 {
+		t.Fatalf("list of a drained and a down upstream: %d, want 503", got.code)
 	}
 }
