@@ -101,6 +101,9 @@ func reply(err error) error {
 		return smtpErr(451, 4, 4, 1, "No upstream available, try again later")
 	case errors.As(err, new(*upstreamLostError)):
 		return smtpErr(451, 4, 4, 2, "Connection to upstream lost, try again later")
+	case errors.Is(err, gosmtp.ErrTooLongLine):
+		// As go-smtp answers a command line that is too long.
+		return smtpErr(500, 5, 4, 0, "Line too long, closing connection")
 	case errors.Is(err, errClientTimeout):
 		return smtpErr(421, 4, 4, 2, "Timeout waiting for data, closing connection")
 	case errors.Is(err, errShuttingDown):

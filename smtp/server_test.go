@@ -533,6 +533,33 @@ func TestClientDisconnectsMidDATA(t *testing.T) {
 	}
 }
 
+// A message line over go-smtp's limit ends the session; the upstream does
+// not get the message.
+func TestLongLineInDATA(t *testing.T) {
+	n, up, addr := setup(t, Config{})
+	c := greeted(t, addr)
+	c.cmd(250, "2.0.0", "MAIL FROM:<alice@test>")
+	c.cmd(250, "2.0.0", "RCPT TO:<bob@test>")
+	c.cmd(354, "", "DATA")
+	c.send("Subject: long")
+	c.send("")
+	c.send("%s", strings.Repeat("L", 3000))
+	c.send(".")
+	c.expect(500, "5.4.0")
+	if err := c.closed(); err != nil {
+		t.Fatalf("connection not closed: %v", err)
+	}
+	eventually(t, 2*time.Second, func() error {
+		if up.aborted.Load() != 1 || n.inFlight("u1") != 0 {
+			return errors.New("upstream transaction not aborted")
+		}
+		return nil
+	})
+	if len(up.messages()) != 0 {
+		t.Fatal("message with a line too long delivered")
+	}
+}
+
 func TestMalformedCommands(t *testing.T) {
 	_, up, addr := setup(t, Config{})
 	c := greeted(t, addr)
