@@ -24,6 +24,10 @@ const pushQueue = 256
 // maxReliableSends bounds the TCP sends of one big entry in flight at once.
 const maxReliableSends = 8
 
+// joinWarnEvery spaces the warnings of a join that keeps failing: the first
+// attempt warns, then every so many.
+const joinWarnEvery = 30
+
 // maxQueued bounds the deltas waiting for gossip (one per key at most).
 // Beyond it the most gossiped ones are dropped: they have reached most
 // nodes already, and push/pull repairs the rest.
@@ -484,11 +488,13 @@ func (c *Cluster) peers() []*memberlist.Node {
 // joinLoop joins cfg.Join, retrying until a member other than this node
 // answers.
 func (c *Cluster) joinLoop(ctx context.Context) {
-	for {
+	for attempt := 0; ; attempt++ {
 		n, err := c.ml.Join(c.cfg.Join)
 		switch {
+		case err != nil && attempt%joinWarnEvery == 0:
+			c.log.Warn("join failed, will retry", "addrs", c.cfg.Join, "attempt", attempt+1, "retry", c.cfg.JoinRetryInterval, "error", err)
 		case err != nil:
-			c.log.Warn("join failed, will retry", "addrs", c.cfg.Join, "retry", c.cfg.JoinRetryInterval, "error", err)
+			c.log.Debug("join failed, will retry", "addrs", c.cfg.Join, "attempt", attempt+1, "error", err)
 		case c.members.numAlive() > 1:
 			c.log.Info("joined cluster", "contacted", n, "alive", c.members.numAlive())
 			return

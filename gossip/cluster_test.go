@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -493,4 +494,28 @@ func TestGossipQueueIsBounded(t *testing.T) {
 	if n := c.queue.NumQueued(); n > before+1 {
 		t.Fatalf("rewrites of one key grew the queue from %d to %d", before, n)
 	}
+}
+
+func TestJoinIsRetriedUntilAPeerAnswers(t *testing.T) {
+	// Reserve an address for a node that is not up yet.
+	l, err := net.Listen("tcp", "127.0.0.30:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := &captureLogger{}
+	cfg := testConfig(t, 1)
+	cfg.Join = []string{later}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})
+	early := start(t, cfg)
+	waitFor(t, 5*time.Second, "a failed join attempt", func() bool { return logs.count("join failed") > 0 })
+
+	cfg = testConfig(t, 0)
+	cfg.BindAddr = later
+	peer := start(t, cfg)
+	waitAlive(t, []*Cluster{early, peer}, 2)
 }
