@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -263,7 +264,9 @@ func (n *Node) AddLimit(ctx context.Context, l ratelimit.Limit) (ratelimit.Limit
 func (n *Node) DeleteLimit(ctx context.Context, id string) error {
 	if n.store.Kind() == store.KindCassandra {
 		if err := n.store.DeleteLimit(ctx, id); err != nil {
-			if err == store.ErrNotFound {
+			// The Cassandra store wraps ErrNotFound with the statement's
+			// context, so compare through the chain.
+			if errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("limit %q: %w", id, ErrNotFound)
 			}
 			return fmt.Errorf("delete limit: %w", err)
