@@ -180,18 +180,23 @@ func parseServer(raw string) (server, error) {
 }
 
 func defaultHTTPClient(timeout time.Duration) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		// The auth server is infrastructure reached directly: a proxy
-		// picked up from the environment would only add a hop to fail.
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
-	}}
+	return &http.Client{
+		// A redirect is not an answer. Following it would send the
+		// request's URL, password included, to its target as a Referer,
+		// and let the target answer for another identity.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport: &http.Transport{
+			// The auth server is infrastructure reached directly: a proxy
+			// picked up from the environment would only add a hop to fail.
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   timeout,
+			ResponseHeaderTimeout: timeout,
+		}}
 }
 
 // Authorize answers for r: from the cache when an answer for the same
