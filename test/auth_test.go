@@ -764,3 +764,35 @@ func TestAuthExplicitListObeysHealthAndCountsInFlight(t *testing.T) {
 		t.Fatalf("list of a drained and a down upstream: %d, want 503", got.code)
 	}
 }
+
+// TestAuthRedirectIsNotFollowed: an auth server answering a redirect has
+// given no answer (503), and the redirect is not followed: following it
+// would send the request's URL, password included, to the redirect's
+// target in a Referer header.
+func TestAuthRedirectIsNotFollowed(t *testing.T) {
+	t.Parallel()
+	elsewhere := startBackend(t, "elsewhere", nil)
+	as := startAuthServer(t, map[string]authReply{
+		"moved":  {Status: http.StatusFound, Location: "http://" + elsewhere.addr + "/collect", Body: "moved"},
+		"moved2": {Status: http.StatusTemporaryRedirect, Location: "/auth?username=ok", Body: "moved"},
+		"ok":     authOK("t-ok", ""),
+	})
+	a := authAgent(t, as.url())
+	b := startBackend(t, "web", nil)
+	register(t, a, map[string]any{"name": "web"}, b)
+	c := proxyClient()
+	for _, user := range []string{"moved", "moved2"} {
+		if got := mustCall(t, c, a, proxyCall{user: user, pass: "Pw-redirect-5e1"}); got.code != 503 {
+			t.Errorf("%s: auth server redirect gave %d %q, want 503", user, got.code, got.body)
+		}
+	}
+	if n := elsewhere.hits.Load(); n != 0 {
+		t.Errorf("the redirect was followed to another host (Referer %q)", elsewhere.last().Header.Get("Referer"))
+	}
+	if n := as.calls("ok"); n != 0 {
+		t.Errorf("the redirect was followed on the auth server itself: %d calls", n)
+	}
+	if n := b.hits.Load(); n != 0 {
+		t.Errorf("a redirected authorization reached the upstream")
+	}
+}

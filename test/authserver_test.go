@@ -31,6 +31,8 @@ type authReply struct {
 	Delay time.Duration
 	// Password, when set, is required: any other gets 401.
 	Password string
+	// Location is sent as the Location header (with a 3xx Status).
+	Location string
 }
 
 // authOK answers 200 with a token and a service name (empty: none).
@@ -230,6 +232,9 @@ func (s *authServer) answer(w http.ResponseWriter, r *http.Request) {
 		ct = "application/json"
 	}
 	w.Header().Set("Content-Type", ct)
+	if reply.Location != "" {
+		w.Header().Set("Location", reply.Location)
+	}
 	w.WriteHeader(cmp.Or(reply.Status, http.StatusOK))
 	fmt.Fprint(w, body)
 }
