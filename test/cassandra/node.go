@@ -83,6 +83,9 @@ func StartPrivate(t testing.TB) *Node {
 		"CASSANDRA_STORAGE_PORT=" + storagePort,
 		"CASSANDRA_RUN_DIR=" + t.TempDir(),
 		"CASSANDRA_HEAP=" + privateHeap,
+		// A node of its own is for outages: let a killed one keep its
+		// schema, as a real one does.
+		"CASSANDRA_DURABLE_SCHEMA=1",
 	}}
 	t.Cleanup(func() {
 		// Killed, not drained: its data is thrown away.
@@ -102,7 +105,10 @@ func (n *Node) Stop(t testing.TB) {
 }
 
 // Kill kills the node (SIGKILL, as in a crash) and waits until it is gone.
-// Its data stays: what it wrote is in the commit log, which Start replays.
+// Start replays its commit log, but, as after a real crash, the writes of
+// the last sync period (10s) may be lost; on the shared node, whose schema
+// changes are not made durable (for speed), so are the keyspaces created
+// since it started.
 func (n *Node) Kill(t testing.TB) {
 	t.Helper()
 	n.halt(t, "kill")

@@ -2,7 +2,6 @@ package cassandra
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -226,12 +225,4 @@ func readAll(t testing.TB, s *Store, key string, since int64) map[int64]int64 {
 		t.Fatalf("ReadBuckets(%q, %d): %v", key, since, err)
 	}
 	return got
-}
-
-func TestErrorsWrapNotFound(t *testing.T) {
-	s := openStore(t)
-	err := s.DeleteLimit(testCtx(t), "9d5ed678-fe57-4cca-a2c8-3f4b6b1e6b2c")
-	if !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("DeleteLimit of a missing id = %v, want ErrNotFound", err)
-	}
 }
