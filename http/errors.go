@@ -18,6 +18,11 @@ func (s *Server) writeError(hw http.ResponseWriter, r *http.Request, err error) 
 	var denied *node.AuthDeniedError
 	var limited *node.RateLimitedError
 	switch {
+	case r.Context().Err() != nil:
+		// The client went away during admission: nobody reads an answer,
+		// and it is logged as nginx does, 499.
+		s.log.Debug("client went away", "method", r.Method, "uri", r.URL.Path)
+		w.WriteHeader(499)
 	case errors.Is(err, node.ErrNoCredentials):
 		w.Header().Set("WWW-Authenticate", `Basic realm="vulcan"`)
 		s.reply(w, http.StatusUnauthorized, "credentials required")

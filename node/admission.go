@@ -65,6 +65,12 @@ func (n *Node) Authenticate(ctx context.Context, f Facts) (Identity, error) {
 			n.metrics.authDenied.Inc()
 			return Identity{}, &AuthDeniedError{Status: d.Status, Body: d.Body, ContentType: d.ContentType}
 		}
+		if cerr := ctx.Err(); cerr != nil {
+			// The caller went away while waiting: the server did not fail,
+			// and the call goes on to fill the cache for the next request.
+			n.log.Debug("caller gone during authorization", "protocol", f.Protocol, "user", f.Username, "ip", f.ClientIP)
+			return Identity{}, fmt.Errorf("%w: %w", ErrAuthUnavailable, cerr)
+		}
 		n.metrics.authFailed.Inc()
 		n.log.Warn("authorization failed", "protocol", f.Protocol, "user", f.Username, "ip", f.ClientIP, "error", err)
 		return Identity{}, fmt.Errorf("%w: %v", ErrAuthUnavailable, err)
