@@ -796,3 +796,38 @@ func TestAuthRedirectIsNotFollowed(t *testing.T) {
 		t.Errorf("a redirected authorization reached the upstream")
 	}
 }
+
+// TestAuthClientGoneWhileWaiting: a client that hangs up while its
+// authorization is slow is not an auth server failure (no failure counted,
+// no warning logged), and the call it started still fills the cache for
+// the next request.
+func TestAuthClientGoneWhileWaiting(t *testing.T) {
+	t.Parallel()
+	as := startAuthServer(t, map[string]authReply{"patient": {Token: "t-p", Delay: time.Second}})
+	a := authAgent(t, as.url(), "-auth-timeout", "10s")
+	b := startBackend(t, "web", nil)
+	register(t, a, map[string]any{"name": "web"}, b)
+	impatient := proxyClient()
+	impatient.Timeout = 200 * time.Millisecond
+	if _, err := sendCall(impatient, a, proxyCall{path: "/p", user: "patient", pass: "pw"}); err == nil {
+		t.Fatal("the impatient client got an answer before the auth server gave one")
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n, err := scrapeMetric(a, "vulcan_auth_cache_entries"); err != nil || n != 1 {
+			return fmt.Errorf("cache entries %v %v, want the answer cached", n, err)
+		}
+		return nil
+	})
+	if got := mustCall(t, proxyClient(), a, proxyCall{path: "/p", user: "patient", pass: "pw"}); got.code != 200 {
+		t.Fatalf("after the call completed: %d %q", got.code, got.body)
+	}
+	if n := as.calls("patient"); n != 1 {
+		t.Fatalf("%d auth calls, want the abandoned one reused", n)
+	}
+	if n, err := scrapeMetric(a, "vulcan_auth_failures_total"); err != nil || n != 0 {
+		t.Errorf("vulcan_auth_failures_total = %v (%v) after a client hung up, want 0", n, err)
+	}
+	if strings.Contains(a.log.String(), "authorization failed") {
+		t.Errorf("a client hanging up was logged as an authorization failure")
+	}
+}
