@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -767,6 +768,67 @@ func TestBDAT(t *testing.T) {
 	if len(up.messages()) != 1 {
 		t.Fatal("partial BDAT message delivered")
 	}
+}
+
+// Commands that go-smtp lets through in the middle of a BDAT transfer do
+// not wait for the transfer, which waits for them.
+func TestCommandsDuringBDAT(t *testing.T) {
+	body, _ := message(1, 9000)
+	startBDAT := func(t *testing.T, addr string) *rawClient {
+		c := greeted(t, addr)
+		c.cmd(250, "2.0.0", "MAIL FROM:<alice@test>")
+		c.cmd(250, "2.0.0", "RCPT TO:<bob@test>")
+		c.send("BDAT 4000")
+		_, _ = c.conn.Write(body[:4000])
+		c.expect(250, "2.0.0")
+		return c
+	}
+	t.Run("AUTH", func(t *testing.T) {
+		n, up, addr := setup(t, Config{})
+		c := startBDAT(t, addr)
+		c.cmd(503, "5.5.1", "AUTH PLAIN %s", b64("\x00alice\x00pw"))
+		c.cmd(250, "", "RSET")
+		eventually(t, 2*time.Second, func() error {
+			if up.aborted.Load() != 1 || n.inFlight("u1") != 0 {
+				return errors.New("upstream transaction not aborted")
+			}
+			return nil
+		})
+	})
+	t.Run("STARTTLS", func(t *testing.T) {
+		cert, key := certFiles(t)
+		n := newFakeAdmitter(t)
+		up := startMailServer(t, mailServerOpts{})
+		n.addUpstream(t, "u1", up.addr)
+		_, addr := startProxy(t, Config{TLSCert: cert, TLSKey: key}, n)
+		c := startBDAT(t, addr)
+		c.cmd(220, "", "STARTTLS")
+		tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS after BDAT: %v", err)
+		}
+		c.tp = textproto.NewConn(tc)
+		c.cmd(250, "", "EHLO client.test")
+		eventually(t, 2*time.Second, func() error {
+			if up.aborted.Load() != 1 || n.inFlight("u1") != 0 {
+				return errors.New("upstream transaction not aborted")
+			}
+			return nil
+		})
+		// DATA, not BDAT: go-smtp itself races when a new BDAT follows
+		// an abandoned one (its result channel is replaced under the
+		// old transfer's goroutine).
+		c.cmd(250, "2.0.0", "MAIL FROM:<alice@test>")
+		c.cmd(250, "2.0.0", "RCPT TO:<bob@test>")
+		c.cmd(354, "", "DATA")
+		w := c.tp.DotWriter()
+		_, _ = w.Write(body)
+		_ = w.Close()
+		c.expect(250, "2.0.0")
+		if got := up.messages(); len(got) != 1 {
+			t.Fatalf("upstream got %d messages, want 1", len(got))
+		}
+	})
 }
 
 // DATA is relayed while it arrives: the upstream sees the start of a

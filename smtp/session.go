@@ -29,7 +29,7 @@ const (
 
 // session is one client connection, from EHLO to QUIT. go-smtp calls its
 // methods from the connection's goroutine, except Data for BDAT, which
-// runs beside it; mu serializes them.
+// runs beside it; mu guards the fields below it.
 type session struct {
 	srv    *Server
 	conn   *gosmtp.Conn
@@ -42,7 +42,8 @@ type session struct {
 	mu           sync.Mutex
 	id           *node.Identity // set by a successful AUTH
 	authFailures int
-	tx           *transaction
+	tx           *transaction // nil outside a message, and while Data has it
+	inData       bool
 }
 
 // transaction is one message, from MAIL to its final reply.
@@ -78,7 +79,7 @@ func (s *session) AuthMechanisms() []string { return []string{mechPlain, mechLog
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.tx != nil {
+	if s.tx != nil || s.inData {
 		return nil, reply(errAuthInTransaction)
 	}
 	switch strings.ToUpper(mech) {
@@ -133,8 +134,10 @@ func (s *session) authenticate(user, pass string) error {
 	}
 	s.mu.Lock()
 	s.id = &id
-	s.log = s.srv.log.With("client", s.ip, "user", user)
 	s.mu.Unlock()
+	if s.log.IsDebug() {
+		s.log.Debug("authenticated", "user", user)
+	}
 	return nil
 }
 
@@ -288,21 +291,31 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 // and the upstream's final reply passed on. A message that cannot be
 // completed is aborted: the upstream connection is closed without the
 // final dot.
+//
+// Data takes the transaction out of the session and works without mu: for
+// BDAT it runs beside the connection's goroutine, which may meanwhile call
+// Auth, Reset or Logout, and must not wait for a Data that waits for the
+// next chunk. Data ends its transaction itself.
 func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	tx := s.tx
+	s.tx = nil
+	s.inData = tx != nil
+	s.mu.Unlock()
 	if tx == nil || tx.up == nil {
+		if tx != nil {
+			s.finish(tx)
+		}
 		return reply(&upstreamLostError{op: "DATA", err: errors.New("no upstream connection")})
 	}
 	s.tc.dataTimeout.Store(int64(s.srv.cfg.ReadTimeout))
-	defer s.tc.dataTimeout.Store(0)
 	err := s.relayData(tx, r)
+	s.tc.dataTimeout.Store(0)
 	if err != nil {
 		s.observeRejection(err)
 	}
 	// The message is over whatever its outcome.
-	s.endTx()
+	s.finish(tx)
 	return reply(err)
 }
 
@@ -405,23 +418,37 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// endTx ends the message, if any: the pick is released and the upstream
-// connection kept for reuse (with RSET first if the transaction was left
-// open). Called with mu held.
+// endTx ends the message, if any. Called with mu held.
 func (s *session) endTx() {
 	tx := s.tx
 	s.tx = nil
 	if tx != nil {
-		if tx.up != nil {
-			s.srv.pool.put(tx.up)
-			tx.up = nil
-		}
-		if tx.h != nil {
-			tx.h.Release()
-			tx.h = nil
-		}
+		s.release(tx)
 	}
 	s.tc.setBusy(false)
+}
+
+// finish ends a message that Data took out of the session.
+func (s *session) finish(tx *transaction) {
+	s.release(tx)
+	s.mu.Lock()
+	s.inData = false
+	s.mu.Unlock()
+	s.tc.setBusy(false)
+}
+
+// release gives back what a message held: the pick is released and the
+// upstream connection kept for reuse (RSET first if the transaction was
+// left open).
+func (s *session) release(tx *transaction) {
+	if tx.up != nil {
+		s.srv.pool.put(tx.up)
+		tx.up = nil
+	}
+	if tx.h != nil {
+		tx.h.Release()
+		tx.h = nil
+	}
 }
 
 // abort drops the upstream connection mid-message, so that the upstream
