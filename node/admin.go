@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -244,6 +245,9 @@ func (n *Node) AddLimit(ctx context.Context, l ratelimit.Limit) (ratelimit.Limit
 	if err := ratelimit.Validate(l); err != nil {
 		return l, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	if err := checkLimitRange(l); err != nil {
+		return l, err
+	}
 	if n.store.Kind() == store.KindCassandra {
 		if err := n.store.PutLimit(ctx, l); err != nil {
 			return l, fmt.Errorf("store limit: %w", err)
@@ -258,6 +262,22 @@ func (n *Node) AddLimit(ctx context.Context, l ratelimit.Limit) (ratelimit.Limit
 	}
 	n.log.Info("limit added", "id", l.ID, "period", l.Period, "threshold", l.Threshold)
 	return l, n.reloadLimits(ctx)
+}
+
+// checkLimitRange refuses numbers that the seed's schema cannot hold: the
+// Cassandra table stores data_size, period and threshold as 32-bit ints.
+// Every store applies it, so that a limit accepted by a lone node would be
+// accepted by a cluster too.
+func checkLimitRange(l ratelimit.Limit) error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"data_size", l.DataSize}, {"period", int64(l.Period)}, {"threshold", l.Threshold}} {
+		if f.v > math.MaxInt32 {
+			return fmt.Errorf("%w: %s: must be at most %d, got %d", ErrInvalid, f.name, math.MaxInt32, f.v)
+		}
+	}
+	return nil
 }
 
 // DeleteLimit removes a limit everywhere.

@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -145,6 +146,10 @@ func TestRateLimitValidation(t *testing.T) {
 		{`{"period": 60, "threshold": 1, "data_size": -1}`, "data_size"},
 		{`{"period": "60", "threshold": 1}`, "period"},
 		{`{"period": 60, "threshold": 1, "treshold": 2}`, "treshold"},
+		// The Cassandra schema holds 32-bit ints; every store refuses more.
+		{`{"period": 60, "threshold": 5000000000}`, "threshold"},
+		{`{"period": 5000000000, "threshold": 1}`, "period"},
+		{`{"period": 60, "threshold": 1, "data_size": 5000000000}`, "data_size"},
 	}
 	for _, tc := range cases {
 		code, err := a.api("POST", "/v1/limits", tc.body, nil)
@@ -222,6 +227,41 @@ func rlChangesReachEveryNode(t *testing.T, nodes []*agent) {
 	rlWaitLimit(t, limitPropagation, id, false, nodes...)
 }
 
+// TestRateLimitMethodAndDataSize: the front end hands the limiter the
+// request's method and length, so a limit on large POSTs counts only those.
+func TestRateLimitMethodAndDataSize(t *testing.T) {
+	t.Parallel()
+	nodes := rlStart(t, 1)
+	a := nodes[0]
+	b := rlServe(t, nodes)
+	id := rlAddLimit(t, a, map[string]any{"method": "POST", "data_size": 1000, "period": 60, "threshold": 1})
+	c := rlClient(nextIP())
+	post := func(size int) int {
+		t.Helper()
+		resp, err := c.Post("http://"+a.http+"/upload", "application/octet-stream", strings.NewReader(strings.Repeat("x", size)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	served := b.hits.Load()
+	for i, tc := range []struct {
+		size, want int
+	}{{10, 200}, {999, 200}, {1000, 200}, {10, 200}, {5000, 429}, {1000, 429}, {999, 200}} {
+		if got := post(tc.size); got != tc.want {
+			t.Errorf("POST %d of %d bytes under limit %s (POST >= 1000 bytes, 1/60s): %d, want %d", i+1, tc.size, id, got, tc.want)
+		}
+	}
+	if r := rlMustGet(t, c, a, "/upload"); r.code != http.StatusOK || r.header.Get("X-RateLimit-Limit") != "" {
+		t.Errorf("GET under a POST limit: %d, X-RateLimit-Limit %q", r.code, r.header.Get("X-RateLimit-Limit"))
+	}
+	if got := b.hits.Load() - served; got != 6 {
+		t.Errorf("the upstream served %d requests, want 6", got)
+	}
+}
+
 // TestRateLimitBurstOneNode: a lone node counts exactly, so a burst of
 // concurrent requests admits exactly the threshold.
 func TestRateLimitBurstOneNode(t *testing.T) {
@@ -267,6 +307,9 @@ func TestRateLimitCassandraThreeNodes(t *testing.T) {
 	rlChangesReachEveryNode(t, nodes)
 	if code, err := nodes[2].api("DELETE", "/v1/limits/00000000-0000-0000-0000-000000000000", nil, nil); code != http.StatusNotFound {
 		t.Errorf("DELETE of an unknown limit on Cassandra: %d %v, want 404", code, err)
+	}
+	if code, err := nodes[2].api("POST", "/v1/limits", `{"period": 60, "threshold": 5000000000}`, nil); code != http.StatusBadRequest {
+		t.Errorf("a threshold beyond the schema's int on Cassandra: %d %v, want 400", code, err)
 	}
 	for _, a := range nodes {
 		if v := rlMustMetric(t, a, "vulcan_ratelimit_deltas_written_total"); v == 0 {
@@ -441,6 +484,7 @@ func TestRateLimitMeasureThroughput(t *testing.T) {
 		nodes := rlStart(t, 1, extra...)
 		a := nodes[0]
 		rlServe(t, nodes)
+		rlHammer(t, a, workers, 1, time.Second) // warm connections and the node
 		measure := func(label string, tokens int) {
 			t.Helper()
 			names := []string{"vulcan_ratelimit_allowed_total", "vulcan_ratelimit_deltas_written_total",
