@@ -34,6 +34,11 @@ type Facts struct {
 	Path               string // URI path, for routing and limits
 	Length             int64
 	ClientIP           string
+	// Recheck marks a second limit check of the same message once its
+	// real size is known; only limits whose data_size is above Declared
+	// (the size checked first) apply, so none counts the message twice.
+	Recheck  bool
+	Declared int64
 }
 
 // Identity is who the caller is, and where the authorization server says its
@@ -145,7 +150,8 @@ func (n *Node) RouteSMTP(id Identity) (Route, error) {
 // *RateLimitedError when a limit is hit, and ErrStoreUnavailable when
 // limits fail closed during a store outage.
 func (n *Node) CheckLimits(token string, f Facts) (ratelimit.Decision, error) {
-	d := n.limiter.Allow(ratelimit.Request{Token: token, Protocol: f.Protocol, Method: f.Method, Path: f.Path, Length: f.Length})
+	d := n.limiter.Allow(ratelimit.Request{Token: token, Protocol: f.Protocol, Method: f.Method, Path: f.Path, Length: f.Length,
+		Recheck: f.Recheck, Declared: f.Declared})
 	if d.Allowed {
 		return d, nil
 	}

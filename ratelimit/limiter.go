@@ -22,6 +22,12 @@ type Request struct {
 	Path     string
 	// Length is the request's size in bytes; negative (unknown) counts as 0.
 	Length int64
+	// Recheck marks a second decision on the same request once its real
+	// size is known (SMTP's end of DATA): only limits whose data_size is
+	// above Declared, the size the first decision used, are checked and
+	// counted, so no limit counts the request twice.
+	Recheck  bool
+	Declared int64
 }
 
 // Decision is the answer to one request.
@@ -207,7 +213,11 @@ func (l *Limiter) Allow(req Request) Decision {
 	}
 	// An unknown length (say -1 for a chunked body) is treated as 0, so
 	// that limits without data_size still apply.
-	return l.decide(sh, e, max(req.Length, 0), sec, synced, failClosed)
+	skipTo := int64(-1)
+	if req.Recheck {
+		skipTo = max(req.Declared, 0)
+	}
+	return l.decide(sh, e, max(req.Length, 0), skipTo, sec, synced, failClosed)
 }
 
 // unixNow returns the current Unix second.
@@ -232,7 +242,9 @@ func (l *Limiter) shardOf(token string) *shard {
 
 // decide checks every applicable limit of e, then counts the hit in all of
 // them if none is exhausted. Called with sh locked.
-func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, failClosed bool) Decision {
+// Limits with data_size <= skipTo were applied by an earlier decision on
+// the same request and are passed over.
+func (l *Limiter) decide(sh *shard, e *matchEntry, length, skipTo, sec int64, synced, failClosed bool) Decision {
 	var (
 		d        = Decision{Allowed: true}
 		tightest *entryLimit
@@ -242,7 +254,7 @@ func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, fa
 	)
 	for j := range e.lims {
 		el := &e.lims[j]
-		if length < el.dataSize {
+		if length < el.dataSize || el.dataSize <= skipTo {
 			continue
 		}
 		if first == nil {
@@ -280,7 +292,7 @@ func (l *Limiter) decide(sh *shard, e *matchEntry, length, sec int64, synced, fa
 	sh.allowed++
 	for j := range e.lims {
 		el := &e.lims[j]
-		if length < el.dataSize {
+		if length < el.dataSize || el.dataSize <= skipTo {
 			continue
 		}
 		c := el.c

@@ -448,3 +448,39 @@ func TestSetLimitsSameSetKeepsCachedMatches(t *testing.T) {
 		t.Fatalf("after lowering the threshold: %+v; want allowed, 0 remaining", d)
 	}
 }
+
+// TestRecheckCountsOnlyLimitsAboveDeclaredSize: a second decision on the
+// same request with its real size checks and counts only the limits its
+// declared size did not reach, so no limit counts the request twice.
+func TestRecheckCountsOnlyLimitsAboveDeclaredSize(t *testing.T) {
+	l := New(Config{Now: func() time.Time { return time.Unix(1000, 0) }})
+	if err := l.SetLimits([]Limit{
+		{ID: "all", Period: 60, Threshold: 2},
+		{ID: "big", DataSize: 1000, Period: 60, Threshold: 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	small := Request{Token: "t", Protocol: "SMTP", Method: "MAIL", Length: 10}
+	if d := l.Allow(small); !d.Allowed || d.Limit.ID != "all" || d.Remaining != 1 {
+		t.Fatalf("first message at MAIL: %+v", d)
+	}
+	grown := small
+	grown.Length, grown.Recheck, grown.Declared = 5000, true, 10
+	if d := l.Allow(grown); !d.Allowed || d.Limit == nil || d.Limit.ID != "big" {
+		t.Fatalf("re-check with the real size: %+v; want allowed under big", d)
+	}
+	// "all" was counted once for this message: one more message fits.
+	if d := l.Allow(small); !d.Allowed || d.Remaining != 0 {
+		t.Fatalf("second message: %+v; want allowed with 0 remaining under all", d)
+	}
+	// "big" is spent: another large message is denied at its re-check.
+	if d := l.Allow(grown); d.Allowed || d.Limit.ID != "big" {
+		t.Fatalf("second large re-check: %+v; want denied by big", d)
+	}
+	// A re-check that reaches no new limit allows without counting.
+	same := small
+	same.Recheck, same.Declared = true, 10
+	if d := l.Allow(same); !d.Allowed || d.Limit != nil {
+		t.Fatalf("re-check with no larger limit: %+v", d)
+	}
+}

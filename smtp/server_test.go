@@ -299,7 +299,8 @@ func TestRealSizeRechecked(t *testing.T) {
 		t.Fatal("upstream received the message over the limit")
 	}
 	calls := n.limitCalls()
-	if len(calls) != 2 || calls[1].facts.Length != int64(len(body)) || calls[1].facts.Method != "MAIL" {
+	if len(calls) != 2 || calls[1].facts.Length != int64(len(body)) || calls[1].facts.Method != "MAIL" ||
+		!calls[1].facts.Recheck || calls[1].facts.Declared != 1000 {
 		t.Errorf("limit calls %+v, want a second one with the real size", calls)
 	}
 

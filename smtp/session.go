@@ -356,7 +356,9 @@ func (s *session) relayData(tx *transaction, r io.Reader) error {
 		// Limits with a data_size between the declared and the real
 		// size did not apply at MAIL: check them now, before the
 		// message is committed.
-		if _, err := s.srv.n.CheckLimits(tx.token, s.facts(n)); err != nil {
+		f := s.facts(n)
+		f.Recheck, f.Declared = true, tx.declared
+		if _, err := s.srv.n.CheckLimits(tx.token, f); err != nil {
 			s.abort(tx)
 			return err
 		}
