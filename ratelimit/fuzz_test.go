@@ -12,6 +12,8 @@ import (
 func FuzzAnchoredMatch(f *testing.F) {
 	f.Add("/api", "/api/v1")
 	f.Add("a)|(b", "xb")
+	f.Add(`\Q`, ")")
+	f.Add(`\Qa.b`, "a.bc")
 	f.Add("GET|POST", "XPOST")
 	f.Add("(?m)^b", "a\nb")
 	f.Add("", "anything")

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 )
 
 // Limit is one rate limit, in the original vulcan's schema.
@@ -72,10 +73,13 @@ func compileAnchored(re string) (*regexp.Regexp, error) {
 	if re == "" {
 		return nil, nil
 	}
-	// Compiled alone first: a balanced expression cannot break out of the
-	// group below (think "a)|(b"), so the anchor covers every branch.
-	if _, err := regexp.Compile(re); err != nil {
+	// The anchor is added to the parsed tree, not to the source text: text
+	// such as "a)|(b" or "\\Q" would otherwise escape or swallow a wrapping
+	// group.
+	p, err := syntax.Parse(re, syntax.Perl)
+	if err != nil {
 		return nil, err
 	}
-	return regexp.Compile(`^(?:` + re + `)`)
+	anchored := &syntax.Regexp{Op: syntax.OpConcat, Flags: syntax.Perl, Sub: []*syntax.Regexp{{Op: syntax.OpBeginText}, p}}
+	return regexp.Compile(anchored.String())
 }
