@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"maps"
@@ -101,11 +102,16 @@ func (r *reports) get(node string) (nodeReport, bool) {
 }
 
 // reportLoop publishes this node's report when it changes: at once after a
-// drain is applied, otherwise at most every reportInterval.
+// drain is applied, otherwise at most every reportInterval. It publishes it
+// again when the cluster holds another report under this node's name: the
+// last one of an earlier process of the same name (killed with requests in
+// flight, say) can carry a newer clock than this process's first reports,
+// and would otherwise stand until the counts here next change.
 func (n *Node) reportLoop(ctx context.Context) {
 	t := time.NewTicker(reportInterval)
 	defer t.Stop()
 	var last nodeReport
+	var lastRaw []byte
 	published := false
 	for {
 		// The draining set is read before the in-flight counts: a pick
@@ -115,11 +121,17 @@ func (n *Node) reportLoop(ctx context.Context) {
 		draining := maps.Clone(n.reports.draining)
 		n.reports.mu.RUnlock()
 		rep := nodeReport{InFlight: n.table.InFlight(), Draining: draining}
-		if !published || !maps.Equal(rep.InFlight, last.InFlight) || !maps.Equal(rep.Draining, last.Draining) {
+		c := n.cluster.Load()
+		stale := false
+		if published {
+			e, ok := c.Get(reportKey(n.cfg.Node))
+			stale = !ok || !bytes.Equal(e.Value, lastRaw)
+		}
+		if !published || stale || !maps.Equal(rep.InFlight, last.InFlight) || !maps.Equal(rep.Draining, last.Draining) {
 			b, err := json.Marshal(rep)
 			if err == nil {
-				n.cluster.Load().Set(reportKey(n.cfg.Node), b)
-				last, published = rep, true
+				c.Set(reportKey(n.cfg.Node), b)
+				last, lastRaw, published = rep, b, true
 			}
 		}
 		select {
