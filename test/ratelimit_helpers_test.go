@@ -275,6 +275,16 @@ func rlMustMetric(t testing.TB, a *agent, name string) float64 {
 	return v
 }
 
+// rlSum adds up a metric over nodes.
+func rlSum(t testing.TB, nodes []*agent, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, a := range nodes {
+		sum += rlMustMetric(t, a, name)
+	}
+	return sum
+}
+
 // rlWaitMetric polls until metric name on every node satisfies ok.
 func rlWaitMetric(t testing.TB, within time.Duration, name string, ok func(float64) bool, nodes ...*agent) {
 	t.Helper()

@@ -399,8 +399,12 @@ func TestRateLimitCassandraOutage(t *testing.T) {
 	rlWaitLimit(t, limitPropagation, after, true, all...)
 	got := rlPaced(t, rlClient(nextIP()), open, "/after", 90, evenGap)
 	t.Logf("after the outage, 90 requests over 3 nodes, limit 30/60s: %s", got)
-	if got.admitted < 30 || got.admitted > 33 {
-		t.Errorf("after the outage: %s; want 30..33 admitted", got)
+	// Nodes counting alone would admit 30 each, 90 in all; syncing, they
+	// admit a few over 30. The bound is looser than the 33 of
+	// TestRateLimitCassandraThreeNodes: a Cassandra just restarted answers
+	// slowly, and this checks that sync is back, not how tight it is.
+	if got.admitted < 30 || got.admitted > 40 {
+		t.Errorf("after the outage: %s; want 30..40 admitted: the nodes do not share counts again", got)
 	}
 	for i, a := range all {
 		if v := rlMustMetric(t, a, "vulcan_ratelimit_deltas_written_total"); v <= written[i] {
@@ -452,11 +456,13 @@ func TestRateLimitMeasureOverAdmission(t *testing.T) {
 	for _, gap := range []time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond,
 		25 * time.Millisecond, 30 * time.Millisecond, 50 * time.Millisecond} {
 		var over []int
+		errs := rlSum(t, nodes, "vulcan_ratelimit_sync_errors_total")
 		for range runs {
 			got := rlPaced(t, rlClient(nextIP()), nodes, limit(), 90, gap)
 			over = append(over, got.admitted-30)
 		}
-		t.Logf("90 requests one every %s over 3 nodes, limit 30/60s: admitted - 30 = %v", gap, over)
+		t.Logf("90 requests one every %s over 3 nodes, limit 30/60s: admitted - 30 = %v (%v failed store calls meanwhile)",
+			gap, over, rlSum(t, nodes, "vulcan_ratelimit_sync_errors_total")-errs)
 	}
 }
 
