@@ -270,7 +270,7 @@ func TestDrainWithWaitWaitsForSlowRequest(t *testing.T) {
 	nodes[2].mustAPI("POST", "/v1/services/slow/upstreams/slow/enable", nil, nil)
 	routes(t, 10*time.Second, "slow.example", []string{"slow"}, nodes[1])
 	slow = slowVia(nodes[1])
-	code, res, err := drain(nodes[2], "slow", "slow", "400ms")
+	code, res, err := drain(nodes[2], "slow", "slow", "1s")
 	if err != nil || code != http.StatusRequestTimeout || res.Done {
 		t.Fatalf("short drain: %d %+v %v, want 408", code, res, err)
 	}

@@ -141,7 +141,9 @@ func newNetnsPair(t testing.TB) *netnsPair {
 	id := fmt.Sprintf("vulc-%d-%d", os.Getpid(), netnsSeq.Add(1))
 	p := &netnsPair{a: id + "-a", b: id + "-b"}
 	for _, ns := range []string{p.a, p.b} {
-		ipCmd(t, "netns", "add", ns)
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			need("ip netns add %s: %v: %s", ns, err, out)
+		}
 		t.Cleanup(func() {
 			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 				t.Logf("ip netns del %s: %v: %s", ns, err, out)
