@@ -25,6 +25,10 @@ import (
 // Version is the version reported by /v1/status.
 const Version = "0.1.0"
 
+// tombstoneGrace is how long a delete is remembered, in gossip and in the
+// store: a node cut off for longer may bring a deleted entry back.
+const tombstoneGrace = gossip.DefaultTombstoneGrace
+
 // Node is one running vulcan node. Its methods are safe for concurrent use.
 type Node struct {
 	cfg     Config
@@ -100,22 +104,23 @@ func (n *Node) open(logger hclog.Logger) error {
 		n.auth = a
 	}
 	key, _ := n.cfg.gossipKey()
-	n.persist = newPersister(st, logger.Named("persist"))
+	n.persist = newPersister(st, tombstoneGrace, logger.Named("persist"))
 	c, err := gossip.New(gossip.Config{
 		NodeName:      n.cfg.Node,
 		BindAddr:      n.cfg.Bind,
 		AdvertiseAddr: n.cfg.Advertise,
 		Join:          n.cfg.Join,
 		SecretKey:     key,
-		Logger:        logger.Named("gossip"),
-		OnChange:      n.onChange,
-		OnMember:      n.onMember,
+		// The store keeps tombstones exactly as long as gossip does.
+		TombstoneGrace: tombstoneGrace,
+		Logger:         logger.Named("gossip"),
+		OnChange:       n.onChange,
+		OnMember:       n.onMember,
 	})
 	if err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
 	n.cluster.Store(c)
-	n.persist.setSource(c.Get)
 	if err := n.loadState(); err != nil {
 		return err
 	}
@@ -187,6 +192,7 @@ func (n *Node) loadState() error {
 	c := n.cluster.Load()
 	c.Load(entries)
 	n.log.Info("replicated state loaded", "entries", len(entries))
+	n.persist.removeExpired(ctx, recs)
 	n.applyAll()
 	return nil
 }

@@ -40,7 +40,7 @@ func (n *Node) onChange(e gossip.Entry) {
 	if n.cluster.Load() == nil {
 		// Still inside gossip.New: loadState applies everything afterwards.
 		if !strings.HasPrefix(e.Key, prefixReport) {
-			n.persist.mark(e.Key)
+			n.persist.mark(e)
 		}
 		return
 	}
@@ -65,7 +65,7 @@ func (n *Node) onChange(e gossip.Entry) {
 	case strings.HasPrefix(e.Key, prefixLimit), e.Key == keyLimitsRev:
 		n.limitsChanged()
 	}
-	n.persist.mark(e.Key)
+	n.persist.mark(e)
 }
 
 func (n *Node) onMember(m gossip.Member) {
@@ -166,24 +166,32 @@ func (n *Node) onLocalHealth(svc, id string, h upstreams.Health) {
 
 // persister writes changed entries to the store from one goroutine, so that
 // gossip's goroutines never wait on disk or Cassandra. Keys are coalesced:
-// only the newest entry of a key is written.
+// only the newest entry of a key is written. Tombstones are written like any
+// entry: a delete must outlive a restart of every node that saw it, or a
+// node that was down meanwhile brings the deleted entry back. They are
+// removed from the store once past the tombstone grace, when gossip forgets
+// them too.
 type persister struct {
 	st    store.Store
 	log   hclog.Logger
+	grace time.Duration
 	mu    sync.Mutex
-	dirty map[string]struct{}
+	dirty map[string]gossip.Entry
 	wake  chan struct{}
-	// source reads the current entry of a key; set once the cluster exists.
-	source func(key string) (gossip.Entry, bool)
 }
 
-func newPersister(st store.Store, log hclog.Logger) *persister {
-	return &persister{st: st, log: log, dirty: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+// sweepInterval is how often expired tombstones are removed from the store.
+const sweepInterval = time.Hour
+
+func newPersister(st store.Store, grace time.Duration, log hclog.Logger) *persister {
+	return &persister{st: st, grace: grace, log: log, dirty: map[string]gossip.Entry{}, wake: make(chan struct{}, 1)}
 }
 
-func (p *persister) mark(key string) {
+// mark queues e for the store. Entries are marked in the order gossip
+// applied them, so the last one marked for a key is the newest.
+func (p *persister) mark(e gossip.Entry) {
 	p.mu.Lock()
-	p.dirty[key] = struct{}{}
+	p.dirty[e.Key] = e
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -194,67 +202,85 @@ func (p *persister) mark(key string) {
 func (p *persister) run(ctx context.Context) {
 	retry := time.NewTicker(time.Second)
 	defer retry.Stop()
+	sweep := time.NewTicker(sweepInterval)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.wake:
 		case <-retry.C:
+		case <-sweep.C:
+			p.sweep(ctx)
+			continue
 		}
 		p.flush(ctx)
 	}
 }
 
-// flush writes every dirty key: live entries are saved, deleted ones
-// removed. Keys that fail stay dirty and are retried by run's ticker or at
+// flush writes every dirty entry. Entries that fail stay dirty, unless a
+// newer one was marked meanwhile, and are retried by run's ticker or at
 // close.
 func (p *persister) flush(ctx context.Context) {
 	p.mu.Lock()
-	keys := p.dirty
-	p.dirty = map[string]struct{}{}
-	src := p.source
+	dirty := p.dirty
+	p.dirty = map[string]gossip.Entry{}
 	p.mu.Unlock()
-	if len(keys) == 0 || src == nil {
-		p.requeue(keys)
+	if len(dirty) == 0 {
 		return
 	}
-	var save []store.Record
-	var del []string
-	for k := range keys {
-		if e, ok := src(k); ok {
-			save = append(save, store.Record{Key: k, Data: gossip.EncodeEntry(e)})
-		} else {
-			del = append(del, k)
-		}
+	recs := make([]store.Record, 0, len(dirty))
+	for _, e := range dirty {
+		recs = append(recs, store.Record{Key: e.Key, Data: gossip.EncodeEntry(e)})
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	var err error
-	if len(save) > 0 {
-		err = p.st.SaveState(wctx, save...)
+	if err := p.st.SaveState(wctx, recs...); err != nil {
+		p.log.Error("persist replicated state", "entries", len(recs), "error", err)
+		p.mu.Lock()
+		for k, e := range dirty {
+			if _, newer := p.dirty[k]; !newer {
+				p.dirty[k] = e
+			}
+		}
+		p.mu.Unlock()
 	}
-	if err == nil && len(del) > 0 {
-		err = p.st.DeleteState(wctx, del...)
-	}
+}
+
+// expired reports whether e is a tombstone past the grace.
+func (p *persister) expired(e gossip.Entry, now time.Time) bool {
+	return e.Deleted && now.Sub(time.UnixMilli(e.DeletedAt)) > p.grace
+}
+
+// sweep removes the expired tombstones from the store. Only those: with a
+// store shared by the cluster, a record this node does not hold may be
+// another node's news.
+func (p *persister) sweep(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	recs, err := p.st.LoadState(sctx)
 	if err != nil {
-		p.log.Error("persist replicated state", "saved", len(save), "deleted", len(del), "error", err)
-		p.requeue(keys)
-	}
-}
-
-func (p *persister) setSource(src func(key string) (gossip.Entry, bool)) {
-	p.mu.Lock()
-	p.source = src
-	p.mu.Unlock()
-}
-
-func (p *persister) requeue(keys map[string]struct{}) {
-	if len(keys) == 0 {
+		p.log.Warn("read state to sweep tombstones", "error", err)
 		return
 	}
-	p.mu.Lock()
-	for k := range keys {
-		p.dirty[k] = struct{}{}
+	p.removeExpired(sctx, recs)
+}
+
+// removeExpired deletes the records holding expired tombstones.
+func (p *persister) removeExpired(ctx context.Context, recs []store.Record) {
+	now := time.Now()
+	var del []string
+	for _, r := range recs {
+		if e, err := gossip.DecodeEntry(r.Data); err == nil && p.expired(e, now) {
+			del = append(del, r.Key)
+		}
 	}
-	p.mu.Unlock()
+	if len(del) == 0 {
+		return
+	}
+	if err := p.st.DeleteState(ctx, del...); err != nil {
+		p.log.Warn("remove expired tombstones", "count", len(del), "error", err)
+		return
+	}
+	p.log.Debug("removed expired tombstones", "count", len(del))
 }
