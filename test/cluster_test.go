@@ -587,3 +587,39 @@ func TestPropagationFiveNodes(t *testing.T) {
 		t.Errorf("p99 %s over the 250ms target", p99)
 	}
 }
+
+// TestDeleteSurvivesRestartsWhileANodeIsDown: a delete made while one node
+// is down must still win when that node comes back with the deleted entries
+// on its disk, even after every node that saw the delete has restarted.
+func TestDeleteSurvivesRestartsWhileANodeIsDown(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3)
+	away := nodes[2]
+	nodes[0].mustAPI("PUT", "/v1/services/doomed", map[string]any{"hosts": []string{"doomed.example"}}, nil)
+	nodes[0].mustAPI("PUT", "/v1/services/doomed/upstreams/u", map[string]any{"addr": "127.0.0.1:9"}, nil)
+	nodes[0].mustAPI("PUT", "/v1/services/kept", map[string]any{}, nil)
+	nodes[0].mustAPI("PUT", "/v1/services/kept/upstreams/gone", map[string]any{"addr": "127.0.0.1:9"}, nil)
+	converged(t, 10*time.Second, nodes[0], nodes[1], nodes[2])
+	if err := away.terminate(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].mustAPI("DELETE", "/v1/services/doomed", nil, nil)
+	nodes[1].mustAPI("DELETE", "/v1/services/kept/upstreams/gone", nil, nil)
+	want := converged(t, 10*time.Second, nodes[0], nodes[1])
+	if hasService(want, "doomed") || !hasService(want, "kept") {
+		t.Fatalf("after the deletes: %s", canonical(want))
+	}
+	for _, a := range nodes[:2] {
+		if err := a.terminate(20 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range nodes {
+		a.start()
+	}
+	waitAlive(t, 30*time.Second, nodes, nodes...)
+	got := converged(t, 10*time.Second, nodes[0], nodes[1], nodes[2])
+	if canonical(got) != canonical(want) {
+		t.Fatalf("deleted entries came back from %s:\n%s\nwant:\n%s", away.name, canonical(got), canonical(want))
+	}
+}
