@@ -623,3 +623,61 @@ func TestDeleteSurvivesRestartsWhileANodeIsDown(t *testing.T) {
 		t.Fatalf("deleted entries came back from %s:\n%s\nwant:\n%s", away.name, canonical(got), canonical(want))
 	}
 }
+
+// TestUpstreamHealthIsSharedAcrossTheCluster: an upstream one node finds
+// dead is reported down by every node; back, it returns to rotation on
+// every node, health checks or not.
+func TestUpstreamHealthIsSharedAcrossTheCluster(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3)
+	b1, b2 := startBackend(t, "b1", nil), startBackend(t, "b2", nil)
+	register(t, nodes[0], map[string]any{"name": "web", "hosts": []string{"health.example"}}, b1, b2)
+	routes(t, 10*time.Second, "health.example", []string{"b1", "b2"}, nodes...)
+
+	b2.close()
+	c := proxyClient()
+	for i := range 20 {
+		if code, up, _, err := get(c, nodes[0], "health.example", "/"); err != nil || code != 200 || up != "b1" {
+			t.Fatalf("request %d with b2 dead: %d from %q %v", i, code, up, err)
+		}
+	}
+	health := func(want string) func() error {
+		return func() error {
+			for _, a := range nodes {
+				ss, err := services(a)
+				if err != nil {
+					return err
+				}
+				if u, _ := findUpstream(ss, "web", "b2"); u.Health != want {
+					return fmt.Errorf("%s: b2 is %q, want %q", a.name, u.Health, want)
+				}
+			}
+			return nil
+		}
+	}
+	eventually(t, 5*time.Second, health("down"))
+	for _, a := range nodes {
+		for i := range 10 {
+			if code, up, _, err := get(c, a, "health.example", "/"); err != nil || code != 200 || up != "b1" {
+				t.Fatalf("request %d through %s with b2 down: %d from %q %v", i, a.name, code, up, err)
+			}
+		}
+	}
+
+	b2.reopen(t)
+	for _, a := range nodes {
+		eventually(t, 30*time.Second, func() error {
+			before := b2.hits.Load()
+			for range 4 {
+				if code, _, _, err := get(c, a, "health.example", "/"); err != nil || code != 200 {
+					return fmt.Errorf("through %s: %d %v", a.name, code, err)
+				}
+			}
+			if b2.hits.Load() == before {
+				return fmt.Errorf("b2 not back in rotation on %s", a.name)
+			}
+			return nil
+		})
+	}
+	eventually(t, 5*time.Second, health("up"))
+}
