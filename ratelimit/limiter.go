@@ -380,20 +380,42 @@ func (l *Limiter) Run(ctx context.Context) {
 		return
 	}
 	defer l.running.Store(false)
-	syncT := time.NewTicker(l.cfg.SyncInterval)
+	// Sync rounds start on wall-clock multiples of SyncInterval, so every
+	// node of a cluster writes and re-reads at about the same instants: a
+	// hit admitted anywhere is then seen everywhere within one interval,
+	// not up to two as with tickers started whenever each node started.
+	syncT := time.NewTimer(untilNextSlot(l.cfg.SyncInterval))
 	defer syncT.Stop()
-	pruneT := time.NewTicker(l.cfg.PruneInterval)
-	defer pruneT.Stop()
 	sweepT := time.NewTicker(sweepInterval)
 	defer sweepT.Stop()
-	syncC, pruneC := syncT.C, pruneT.C
+	syncC := syncT.C
 	if l.cfg.Store == nil {
-		syncC, pruneC = nil, nil
+		syncC = nil
 	}
 	// Store calls are bounded by StoreTimeout, not cut by ctx: a write cut
 	// halfway could not be retried (it may have landed), so the round in
 	// progress finishes before the final flush.
 	storeCtx := context.WithoutCancel(ctx)
+	var pruning sync.WaitGroup
+	defer pruning.Wait()
+	if l.cfg.Store != nil {
+		// Pruning runs beside the syncs so that a slow prune never delays
+		// a sync round.
+		pruning.Add(1)
+		go func() {
+			defer pruning.Done()
+			pruneT := time.NewTicker(l.cfg.PruneInterval)
+			defer pruneT.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-pruneT.C:
+					l.prune(storeCtx)
+				}
+			}
+		}()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -406,11 +428,16 @@ func (l *Limiter) Run(ctx context.Context) {
 		case <-syncC:
 			_ = l.Sync(storeCtx)
 			l.reanchor()
-		case <-pruneC:
-			l.prune(storeCtx)
+			syncT.Reset(untilNextSlot(l.cfg.SyncInterval))
 		case <-sweepT.C:
 			l.reanchor()
 			l.sweep()
 		}
 	}
+}
+
+// untilNextSlot is the time left until the next wall-clock multiple of iv.
+func untilNextSlot(iv time.Duration) time.Duration {
+	now := time.Now()
+	return now.Truncate(iv).Add(iv).Sub(now)
 }

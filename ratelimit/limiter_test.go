@@ -484,3 +484,21 @@ func TestRecheckCountsOnlyLimitsAboveDeclaredSize(t *testing.T) {
 		t.Fatalf("re-check with no larger limit: %+v", d)
 	}
 }
+
+// TestSyncSlotsAlignToWallClock: every node computes the same sync instants,
+// multiples of the interval, whatever moment it started at.
+func TestSyncSlotsAlignToWallClock(t *testing.T) {
+	iv := 100 * time.Millisecond
+	for range 20 {
+		d := untilNextSlot(iv)
+		at := time.Now().Add(d)
+		if d <= 0 || d > iv {
+			t.Fatalf("untilNextSlot = %s, want in (0, %s]", d, iv)
+		}
+		// Within a few ms of a multiple (the clock moved between calls).
+		if off := at.Sub(at.Truncate(iv)); off > 5*time.Millisecond && iv-off > 5*time.Millisecond {
+			t.Fatalf("next slot %s is %s off a multiple of %s", at.Format(time.StampMicro), off, iv)
+		}
+		time.Sleep(7 * time.Millisecond)
+	}
+}
