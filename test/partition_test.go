@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -108,9 +107,6 @@ func statusOf(status string, nodes ...*nsAgent) map[string]string {
 	return m
 }
 
-// netnsSeq tells apart the namespace pairs of one test process.
-var netnsSeq atomic.Uint32
-
 // netnsPair is two network namespaces joined by a veth pair, with the
 // private subnet 10.213.7.0/24 that exists only inside them.
 type netnsPair struct {
@@ -138,7 +134,7 @@ func newNetnsPair(t testing.TB) *netnsPair {
 	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil {
 		need("ip netns list: %v: %s", err, out)
 	}
-	id := fmt.Sprintf("vulc-%d-%d", os.Getpid(), netnsSeq.Add(1))
+	id := fmt.Sprintf("vulc-%d-%06x", os.Getpid(), mrand.Uint32N(1<<24))
 	p := &netnsPair{a: id + "-a", b: id + "-b"}
 	for _, ns := range []string{p.a, p.b} {
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
