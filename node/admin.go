@@ -129,7 +129,7 @@ func (n *Node) PutService(svc Service) error {
 	if err != nil {
 		return fmt.Errorf("encode service %s: %w", svc.Name, err)
 	}
-	n.cluster.Load().Set(serviceKey(svc.Name), b)
+	n.persistNow(n.cluster.Load().Set(serviceKey(svc.Name), b))
 	n.log.Info("service registered", "service", svc.Name, "protocol", svc.Protocol)
 	return nil
 }
@@ -142,10 +142,10 @@ func (n *Node) DeleteService(name string) error {
 	}
 	for _, p := range []string{prefixUpstream, prefixState, prefixHealth} {
 		for _, e := range c.Entries(p + name + "/") {
-			c.Delete(e.Key)
+			n.persist.mark(c.Delete(e.Key))
 		}
 	}
-	c.Delete(serviceKey(name))
+	n.persistNow(c.Delete(serviceKey(name)))
 	n.log.Info("service removed", "service", name)
 	return nil
 }
@@ -163,7 +163,7 @@ func (n *Node) PutUpstream(u upstreams.Upstream) error {
 	if err != nil {
 		return fmt.Errorf("encode upstream %s: %w", u.ID, err)
 	}
-	c.Set(upstreamKey(u.Service, u.ID), b)
+	n.persistNow(c.Set(upstreamKey(u.Service, u.ID), b))
 	n.log.Info("upstream registered", "service", u.Service, "upstream", u.ID, "addr", u.Addr)
 	return nil
 }
@@ -174,9 +174,7 @@ func (n *Node) DeleteUpstream(svc, id string) error {
 	if _, ok := c.Get(upstreamKey(svc, id)); !ok {
 		return fmt.Errorf("upstream %s/%s: %w", svc, id, ErrNotFound)
 	}
-	c.Delete(stateKey(svc, id))
-	c.Delete(healthKey(svc, id))
-	c.Delete(upstreamKey(svc, id))
+	n.persistNow(c.Delete(stateKey(svc, id)), c.Delete(healthKey(svc, id)), c.Delete(upstreamKey(svc, id)))
 	n.log.Info("upstream removed", "service", svc, "upstream", id)
 	return nil
 }
@@ -227,6 +225,7 @@ func (n *Node) setState(svc, id string, s upstreams.AdminState) (gossip.Entry, e
 		return gossip.Entry{}, fmt.Errorf("upstream %s/%s: %w", svc, id, ErrNotFound)
 	}
 	e := c.Set(stateKey(svc, id), []byte(s))
+	n.persistNow(e)
 	n.log.Info("upstream state changed", "service", svc, "upstream", id, "state", s)
 	return e, nil
 }
@@ -258,7 +257,7 @@ func (n *Node) AddLimit(ctx context.Context, l ratelimit.Limit) (ratelimit.Limit
 		if err != nil {
 			return l, fmt.Errorf("encode limit: %w", err)
 		}
-		n.cluster.Load().Set(limitKey(l.ID), b)
+		n.persistNow(n.cluster.Load().Set(limitKey(l.ID), b))
 	}
 	n.log.Info("limit added", "id", l.ID, "period", l.Period, "threshold", l.Threshold)
 	return l, n.reloadLimits(ctx)
@@ -297,7 +296,7 @@ func (n *Node) DeleteLimit(ctx context.Context, id string) error {
 		if _, ok := c.Get(limitKey(id)); !ok {
 			return fmt.Errorf("limit %q: %w", id, ErrNotFound)
 		}
-		c.Delete(limitKey(id))
+		n.persistNow(c.Delete(limitKey(id)))
 	}
 	n.log.Info("limit removed", "id", id)
 	return n.reloadLimits(ctx)
@@ -369,4 +368,14 @@ func (n *Node) limitLoop(ctx context.Context) {
 			n.log.Warn("reload limits", "error", err)
 		}
 	}
+}
+
+// persistNow writes this node's pending state changes before an admin call
+// answers, so that a write acknowledged to an operator is on disk (or in
+// Cassandra) even if every node is killed right after.
+func (n *Node) persistNow(written ...gossip.Entry) {
+	for _, e := range written {
+		n.persist.mark(e)
+	}
+	n.persist.flush(n.ctx)
 }

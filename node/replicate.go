@@ -178,6 +178,10 @@ type persister struct {
 	mu    sync.Mutex
 	dirty map[string]gossip.Entry
 	wake  chan struct{}
+	// writing is held for the whole of a flush, so that a flush returns
+	// only once everything marked before it is in the store, even entries
+	// another flush had already taken.
+	writing sync.Mutex
 }
 
 // sweepInterval is how often expired tombstones are removed from the store.
@@ -187,10 +191,14 @@ func newPersister(st store.Store, grace time.Duration, log hclog.Logger) *persis
 	return &persister{st: st, grace: grace, log: log, dirty: map[string]gossip.Entry{}, wake: make(chan struct{}, 1)}
 }
 
-// mark queues e for the store. Entries are marked in the order gossip
-// applied them, so the last one marked for a key is the newest.
+// mark queues e for the store. An entry is marked both when gossip
+// applies it and by the admin call that wrote it, in no fixed order, so the
+// newer of the two is kept.
 func (p *persister) mark(e gossip.Entry) {
 	p.mu.Lock()
+	if old, ok := p.dirty[e.Key]; ok {
+		e = gossip.Merge(old, e)
+	}
 	p.dirty[e.Key] = e
 	p.mu.Unlock()
 	select {
@@ -222,6 +230,8 @@ func (p *persister) run(ctx context.Context) {
 // newer one was marked meanwhile, and are retried by run's ticker or at
 // close.
 func (p *persister) flush(ctx context.Context) {
+	p.writing.Lock()
+	defer p.writing.Unlock()
 	p.mu.Lock()
 	dirty := p.dirty
 	p.dirty = map[string]gossip.Entry{}

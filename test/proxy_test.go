@@ -422,3 +422,30 @@ func TestSigtermDrainsAndRestartKeepsState(t *testing.T) {
 		t.Fatalf("after restart: %d %q %v", code, up, err)
 	}
 }
+
+// TestAcknowledgedWriteSurvivesKill9: an admin write that was answered is in
+// the store, even when the node is killed the instant after.
+func TestAcknowledgedWriteSurvivesKill9(t *testing.T) {
+	t.Parallel()
+	a := startAgent(t, agentOpts{})
+	for i := range 3 {
+		name := fmt.Sprintf("svc%d", i)
+		a.mustAPI("PUT", "/v1/services/"+name, map[string]any{"path_prefix": "/" + name}, nil)
+		a.mustAPI("PUT", "/v1/services/"+name+"/upstreams/u", map[string]any{"addr": "127.0.0.1:9"}, nil)
+		a.mustAPI("POST", "/v1/services/"+name+"/upstreams/u/drain", nil, nil)
+		a.kill9()
+		a.start()
+		var svcs []struct {
+			Name      string
+			Upstreams []struct{ ID, State string }
+		}
+		a.mustAPI("GET", "/v1/services", nil, &svcs)
+		if len(svcs) != i+1 {
+			t.Fatalf("after kill -9 %d: %d services, want %d: %+v", i, len(svcs), i+1, svcs)
+		}
+		last := svcs[len(svcs)-1]
+		if last.Name != name || len(last.Upstreams) != 1 || last.Upstreams[0].State != "draining" {
+			t.Fatalf("after kill -9: %+v", last)
+		}
+	}
+}
