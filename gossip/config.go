@@ -64,10 +64,13 @@ type Config struct {
 	// GossipNodes is the fan-out of each gossip round. Default: 4.
 	GossipNodes int
 	// PushNodes is how many random alive members a local change is sent to
-	// at once, by UDP, besides gossip: a change then reaches most of a small
-	// cluster in one hop and seeds a large one from many nodes at a time.
-	// Entries too big for a packet are sent over TCP to every alive member
-	// instead. Negative disables direct sends. Default: 32.
+	// at once, by UDP, besides gossip. Gossip alone leaves a node out now
+	// and then (each holder sends a delta only RetransmitMult*log10(N)
+	// times), which push/pull repairs only seconds later; sending to every
+	// member up front costs the origin one packet per member, no more than
+	// gossip costs the cluster, and gossip then only covers lost packets.
+	// Entries too big for a packet go over TCP to every alive member
+	// instead. Negative disables direct sends. Default: 128.
 	PushNodes int
 	// RetransmitMult sets how many times each node gossips a delta:
 	// RetransmitMult * ceil(log10(N+1)). Default: 4.
@@ -98,7 +101,7 @@ const (
 	DefaultMemberReap        = 24 * time.Hour
 	DefaultGossipInterval    = 50 * time.Millisecond
 	DefaultGossipNodes       = 4
-	DefaultPushNodes         = 32
+	DefaultPushNodes         = 128
 	DefaultRetransmitMult    = 4
 	DefaultProbeInterval     = time.Second
 	DefaultProbeTimeout      = 500 * time.Millisecond

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -17,9 +18,10 @@ import (
 var (
 	propNodes     = flag.Int("propagation.nodes", 5, "nodes in TestPropagation")
 	propChanges   = flag.Int("propagation.changes", 50, "changes made by TestPropagation, each on a random node")
-	propEvery     = flag.Duration("propagation.every", 20*time.Millisecond, "pause between two changes")
+	propEvery     = flag.Duration("propagation.every", 50*time.Millisecond, "pause between two changes")
 	propPushNodes = flag.Int("propagation.pushnodes", 0, "Config.PushNodes (0: default, -1: gossip only)")
 	propMaxP99    = flag.Duration("propagation.maxp99", 0, "fail when the p99 exceeds this (0: report only)")
+	propProbe     = flag.Duration("propagation.probe", 0, "Config.ProbeInterval, ProbeTimeout half of it (0: defaults); a slower failure detector keeps a crowded host from flooding the cluster with false suspicions")
 )
 
 // propRecorder times each change from its Set until every node has applied
@@ -75,6 +77,15 @@ func (r *propRecorder) latencies() []time.Duration {
 	return out
 }
 
+// processCPU is the CPU time used by this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // percentile returns the q-quantile of sorted, nearest rank.
 func percentile(sorted []time.Duration, q float64) time.Duration {
 	i := int(math.Ceil(q*float64(len(sorted)))) - 1
@@ -102,6 +113,8 @@ func TestPropagation(t *testing.T) {
 			OnChange:          rec.arrive,
 			PushNodes:         *propPushNodes,
 			JoinRetryInterval: 100 * time.Millisecond,
+			ProbeInterval:     *propProbe,
+			ProbeTimeout:      *propProbe / 2,
 		}
 		if i > 0 {
 			// Joining random earlier nodes spreads the joins' push/pulls.
@@ -126,6 +139,7 @@ func TestPropagation(t *testing.T) {
 	})
 	t.Logf("%d nodes all saw each other %v after the last one started", n, time.Since(formed).Round(time.Millisecond))
 
+	cpu0, wall0 := processCPU(), time.Now()
 	pace := time.NewTicker(*propEvery)
 	defer pace.Stop()
 	for i := range changes {
@@ -138,10 +152,13 @@ func TestPropagation(t *testing.T) {
 		return rec.done() == changes
 	})
 
+	cpu, wall := processCPU()-cpu0, time.Since(wall0)
+	t.Logf("changes phase: %v wall, %v CPU for the whole simulated cluster (%.0f%% of one core)",
+		wall.Round(time.Millisecond), cpu.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds())
 	lat := rec.latencies()
 	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
-	t.Logf("nodes=%d changes=%d pushnodes=%d: p50=%v p99=%v max=%v",
-		n, changes, cs[0].cfg.PushNodes, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+	t.Logf("nodes=%d changes=%d pushnodes=%d probe=%v: p50=%v p99=%v max=%v",
+		n, changes, cs[0].cfg.PushNodes, cs[0].cfg.ProbeInterval, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
 	if *propMaxP99 > 0 && p99 > *propMaxP99 {
 		t.Errorf("p99 %v exceeds %v", p99, *propMaxP99)
 	}
