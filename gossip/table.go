@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -124,12 +125,15 @@ func (t *table) get(key string) (Entry, bool) {
 
 // live returns the live entries under prefix, sorted by key.
 func (t *table) live(prefix string) []Entry {
-	var out []Entry
 	i, _ := slices.BinarySearch(t.keys, prefix)
-	for _, k := range t.keys[i:] {
-		if !strings.HasPrefix(k, prefix) {
-			break
-		}
+	keys := t.keys[i:]
+	// Keys under prefix are contiguous from i on.
+	keys = keys[:sort.Search(len(keys), func(j int) bool { return !strings.HasPrefix(keys[j], prefix) })]
+	if len(keys) == 0 {
+		return nil
+	}
+	out := make([]Entry, 0, len(keys))
+	for _, k := range keys {
 		if e := t.entries[k]; !e.Deleted {
 			out = append(out, e)
 		}
