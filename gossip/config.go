@@ -93,20 +93,32 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Defaults of Config.
+// Defaults of Config, explained beside its fields.
 const (
-	DefaultBindAddr          = "127.0.0.1:7946"
+	// DefaultBindAddr is the default Config.BindAddr.
+	DefaultBindAddr = "127.0.0.1:7946"
+	// DefaultJoinRetryInterval is the default Config.JoinRetryInterval.
 	DefaultJoinRetryInterval = 2 * time.Second
-	DefaultTombstoneGrace    = 24 * time.Hour
-	DefaultMemberReap        = 24 * time.Hour
-	DefaultGossipInterval    = 50 * time.Millisecond
-	DefaultGossipNodes       = 4
-	DefaultPushNodes         = 128
-	DefaultRetransmitMult    = 4
-	DefaultProbeInterval     = time.Second
-	DefaultProbeTimeout      = 500 * time.Millisecond
-	DefaultPushPullInterval  = 10 * time.Second
-	DefaultTCPTimeout        = 5 * time.Second
+	// DefaultTombstoneGrace is the default Config.TombstoneGrace.
+	DefaultTombstoneGrace = 24 * time.Hour
+	// DefaultMemberReap is the default Config.MemberReap.
+	DefaultMemberReap = 24 * time.Hour
+	// DefaultGossipInterval is the default Config.GossipInterval.
+	DefaultGossipInterval = 50 * time.Millisecond
+	// DefaultGossipNodes is the default Config.GossipNodes.
+	DefaultGossipNodes = 4
+	// DefaultPushNodes is the default Config.PushNodes.
+	DefaultPushNodes = 128
+	// DefaultRetransmitMult is the default Config.RetransmitMult.
+	DefaultRetransmitMult = 4
+	// DefaultProbeInterval is the default Config.ProbeInterval.
+	DefaultProbeInterval = time.Second
+	// DefaultProbeTimeout is the default Config.ProbeTimeout.
+	DefaultProbeTimeout = 500 * time.Millisecond
+	// DefaultPushPullInterval is the default Config.PushPullInterval.
+	DefaultPushPullInterval = 10 * time.Second
+	// DefaultTCPTimeout is the default Config.TCPTimeout.
+	DefaultTCPTimeout = 5 * time.Second
 )
 
 // withDefaults returns cfg with every unset field defaulted and checks it.
