@@ -226,7 +226,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	st.handle.Failed(err)
-	t.log.Warn("upstream connection failed", "upstream", st.handle.Addr(), "error", err)
+	t.log.Debug("upstream connection failed", "upstream", st.handle.Addr(), "error", err)
 	if !st.retry || !safeToRetry(req, body, err) {
 		return nil, err
 	}
