@@ -175,7 +175,7 @@ func (c *Cluster) Load(entries []Entry) {
 // every entry this package returns, must not be modified.
 func (c *Cluster) Set(key string, value []byte) Entry {
 	c.mu.Lock()
-	e := c.tab.set(key, value, c.cfg.NodeName)
+	e := c.tab.set(key, value, c.cfg.NodeName, c.cfg.Now())
 	c.publishLocked(e)
 	c.mu.Unlock()
 	c.notify.drain()

@@ -190,14 +190,14 @@ func TestLoadSeedsWithoutCallbacks(t *testing.T) {
 	cfg.OnChange = rec.onChange
 	c := start(t, cfg)
 	c.Load([]Entry{
-		{Key: "a", Value: []byte("1"), Version: Version{Clock: 7, Node: "x"}},
+		{Key: "a", Value: []byte("1"), Version: Version{Clock: 1 << 60, Node: "x"}},
 		{Key: "a", Value: []byte("0"), Version: Version{Clock: 3, Node: "x"}},
 	})
 	if e, ok := c.Get("a"); !ok || string(e.Value) != "1" {
 		t.Fatalf("Get after Load = %+v, %v", e, ok)
 	}
-	if e := c.Set("b", nil); e.Version.Clock != 8 {
-		t.Errorf("first write after Load has clock %d, want 8", e.Version.Clock)
+	if e := c.Set("b", nil); e.Version.Clock != 1<<60+1 {
+		t.Errorf("first write after Load has clock %d, want %d", e.Version.Clock, uint64(1<<60+1))
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()

@@ -240,16 +240,18 @@ func TestReplicasConverge(t *testing.T) {
 
 func TestTableLocalWritesWin(t *testing.T) {
 	tab := newTable(time.Hour)
-	tab.apply(Entry{Key: "k", Value: []byte("remote"), Version: Version{Clock: 41, Node: "zz"}}, time.Now())
-	e := tab.set("k", []byte("local"), "aa")
-	if e.Version.Clock != 42 {
-		t.Fatalf("local write got clock %d, want 42 (above the witnessed 41)", e.Version.Clock)
+	// A witnessed clock ahead of the wall clock: the next write goes past it.
+	const seen = 1<<60 + 41
+	tab.apply(Entry{Key: "k", Value: []byte("remote"), Version: Version{Clock: seen, Node: "zz"}}, time.Now())
+	e := tab.set("k", []byte("local"), "aa", time.Now())
+	if e.Version.Clock != seen+1 {
+		t.Fatalf("local write got clock %d, want %d (above the witnessed one)", e.Version.Clock, uint64(seen+1))
 	}
 	if got, ok := tab.get("k"); !ok || string(got.Value) != "local" {
 		t.Fatalf("get after set = %+v, %v", got, ok)
 	}
 	d := tab.del("k", "aa", time.Now())
-	if d.Version.Clock != 43 || !d.Deleted {
+	if d.Version.Clock != seen+2 || !d.Deleted {
 		t.Fatalf("delete = %+v", d)
 	}
 	if _, ok := tab.get("k"); ok {
@@ -263,7 +265,7 @@ func TestTableLocalWritesWin(t *testing.T) {
 func TestTableCollectsTombstonesAfterGrace(t *testing.T) {
 	clock := newFakeClock()
 	tab := newTable(time.Hour)
-	tab.set("live", []byte("x"), "n")
+	tab.set("live", []byte("x"), "n", clock.Now())
 	tab.del("dead", "n", clock.Now())
 
 	clock.Advance(59 * time.Minute)
@@ -314,7 +316,7 @@ func TestTableLiveByPrefix(t *testing.T) {
 		if r.IntN(4) == 0 {
 			tab.del(k, "n", now)
 		} else {
-			tab.set(k, []byte("v"), "n")
+			tab.set(k, []byte("v"), "n", now)
 		}
 	}
 	checkIndex(t, tab)
@@ -333,5 +335,22 @@ func TestTableLiveByPrefix(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("live(%q) = %q, want %q", prefix, got, want)
 		}
+	}
+}
+
+// TestLaterWriteWinsAcrossNodes: two nodes that have not heard from each
+// other write the same key 5 ms apart; the later write wins the merge, as an
+// operator who enabled on one node and then drained on another expects,
+// even when the first node had made many more writes before.
+func TestLaterWriteWinsAcrossNodes(t *testing.T) {
+	start := time.UnixMilli(1_800_000_000_000)
+	busy, quiet := newTable(time.Hour), newTable(time.Hour)
+	for i := range 1000 {
+		busy.set(fmt.Sprintf("other%d", i), []byte("x"), "busy", start)
+	}
+	first := busy.set("state/web/u1", []byte("active"), "busy", start)
+	later := quiet.set("state/web/u1", []byte("draining"), "quiet", start.Add(5*time.Millisecond))
+	if got := Merge(first, later); string(got.Value) != "draining" {
+		t.Fatalf("merge kept %q (clock %d) over %q (clock %d)", got.Value, first.Version.Clock, later.Value, later.Version.Clock)
 	}
 }

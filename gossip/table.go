@@ -41,10 +41,20 @@ func (t *table) put(e Entry) {
 	t.entries[e.Key] = e
 }
 
+// tick advances the clock for a local write. The clock is hybrid: wall
+// milliseconds in the high bits, a Lamport counter below them. It stays a
+// Lamport clock (never behind anything witnessed), but of two writes made on
+// different nodes further apart than their clocks' skew, the later one wins
+// even when its node had not yet seen the earlier: an operator's "enable"
+// then "drain" on two nodes ends drained.
+func (t *table) tick(now time.Time) {
+	t.clock = max(t.clock+1, uint64(max(now.UnixMilli(), 0))<<16)
+}
+
 // set writes a live entry under a fresh version; it keeps its own copy of
 // value.
-func (t *table) set(key string, value []byte, node string) Entry {
-	t.clock++
+func (t *table) set(key string, value []byte, node string, now time.Time) Entry {
+	t.tick(now)
 	e := Entry{Key: key, Version: Version{Clock: t.clock, Node: node}}
 	if len(value) > 0 {
 		e.Value = bytes.Clone(value)
@@ -56,7 +66,7 @@ func (t *table) set(key string, value []byte, node string) Entry {
 // del writes a tombstone under a fresh version, whether or not the key is
 // known here: a node that has not yet seen a write still records the delete.
 func (t *table) del(key, node string, now time.Time) Entry {
-	t.clock++
+	t.tick(now)
 	e := Entry{Key: key, Version: Version{Clock: t.clock, Node: node}, Deleted: true, DeletedAt: now.UnixMilli()}
 	t.put(e)
 	return e
