@@ -351,7 +351,11 @@ func (n *Node) limitsChanged() {
 // limitLoop reloads the limits when told to, and on Cassandra also every
 // limitPoll in case a notice was lost.
 func (n *Node) limitLoop(ctx context.Context) {
-	const limitPoll = 30 * time.Second
+	// Within the 2 s a limit change is promised to take: a lost notice (a
+	// node that missed the gossip wave waits for push/pull, ~10 s) is
+	// covered by the poll. The read is one small table, and an unchanged
+	// set is a no-op in the limiter.
+	const limitPoll = 2 * time.Second
 	t := time.NewTicker(limitPoll)
 	defer t.Stop()
 	for {
