@@ -137,6 +137,9 @@ func New(cfg Config) (*Cluster, error) {
 	if len(cfg.Join) > 0 {
 		c.goroutine(joinCtx, c.joinLoop)
 	}
+	if cfg.ReconnectInterval > 0 {
+		c.goroutine(joinCtx, c.reconnectLoop)
+	}
 	c.log.Info("gossip started", "node", cfg.NodeName, "addr", c.addr, "encrypted", len(cfg.SecretKey) > 0)
 	return c, nil
 }

@@ -31,6 +31,10 @@ type Config struct {
 	// JoinRetryInterval is the pause between rounds of join attempts.
 	// Default: 2s.
 	JoinRetryInterval time.Duration
+	// ReconnectInterval is how often one member held dead is tried again,
+	// so that a healed partition merges by itself. Negative turns it off.
+	// Default: 2s.
+	ReconnectInterval time.Duration
 	// SecretKey, 16, 24 or 32 bytes, turns on memberlist's AES-GCM encryption
 	// of every packet and stream. A node with another key, or none, can then
 	// neither join nor inject state. Default: no encryption.
@@ -99,6 +103,8 @@ const (
 	DefaultBindAddr = "127.0.0.1:7946"
 	// DefaultJoinRetryInterval is the default Config.JoinRetryInterval.
 	DefaultJoinRetryInterval = 2 * time.Second
+	// DefaultReconnectInterval is the default Config.ReconnectInterval.
+	DefaultReconnectInterval = 2 * time.Second
 	// DefaultTombstoneGrace is the default Config.TombstoneGrace.
 	DefaultTombstoneGrace = 24 * time.Hour
 	// DefaultMemberReap is the default Config.MemberReap.
@@ -156,6 +162,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		{&cfg.ProbeTimeout, DefaultProbeTimeout},
 		{&cfg.PushPullInterval, DefaultPushPullInterval},
 		{&cfg.TCPTimeout, DefaultTCPTimeout},
+	}
+	if cfg.ReconnectInterval == 0 {
+		cfg.ReconnectInterval = DefaultReconnectInterval
 	}
 	for _, d := range durations {
 		if *d.v < 0 {

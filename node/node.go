@@ -50,11 +50,8 @@ type Node struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	// stopRejoin ends rejoinLoop on Shutdown: a node leaving must not
-	// reach back into the cluster.
-	stopRejoin context.CancelFunc
-	wg         sync.WaitGroup
-	closed     atomic.Bool
+	wg     sync.WaitGroup
+	closed atomic.Bool
 }
 
 // New opens the store, loads the state it holds, joins the cluster and
@@ -134,9 +131,6 @@ func (n *Node) open(logger hclog.Logger) error {
 	n.start(n.table.RunChecks)
 	n.start(n.limiter.Run)
 	n.start(n.limitLoop)
-	rejoinCtx, stopRejoin := context.WithCancel(n.ctx)
-	n.stopRejoin = stopRejoin
-	n.start(func(context.Context) { n.rejoinLoop(rejoinCtx) })
 	n.log.Info("node started", "node", n.cfg.Node, "bind", n.cfg.Bind, "store", n.store.Kind(), "auth", n.auth != nil)
 	return nil
 }
@@ -200,9 +194,6 @@ func (n *Node) loadState() error {
 // Shutdown leaves the cluster gracefully; the front ends have already
 // stopped accepting and drained their requests.
 func (n *Node) Shutdown(timeout time.Duration) {
-	if n.stopRejoin != nil {
-		n.stopRejoin()
-	}
 	if c := n.cluster.Load(); c != nil {
 		if err := c.Leave(timeout); err != nil {
 			n.log.Warn("leave cluster", "error", err)
