@@ -87,6 +87,7 @@ func (n *Node) Authenticate(ctx context.Context, f Facts) (Identity, error) {
 // upstream list the authorization server gave.
 type Route struct {
 	// Service is set unless the route is an explicit list with no service.
+	// It is shared with the upstream table and must not be modified.
 	Service   *Service
 	Upstreams []string
 }
@@ -97,19 +98,19 @@ type Route struct {
 func (n *Node) RouteHTTP(id Identity, host, path string) (Route, error) {
 	switch {
 	case id.Service != "":
-		svc, ok := n.table.Service(id.Service)
-		if !ok || svc.Protocol != upstreams.ProtoHTTP {
+		svc := n.table.ServiceRef(id.Service)
+		if svc == nil || svc.Protocol != upstreams.ProtoHTTP {
 			return Route{}, fmt.Errorf("%w: service %q named by the authorization server", ErrNoService, id.Service)
 		}
-		return Route{Service: &svc}, nil
+		return Route{Service: svc}, nil
 	case len(id.Upstreams) > 0:
 		return Route{Upstreams: id.Upstreams}, nil
 	}
-	svc, ok := n.table.Route(host, path)
-	if !ok {
+	svc := n.table.RouteRef(host, path)
+	if svc == nil {
 		return Route{}, ErrNoService
 	}
-	return Route{Service: &svc}, nil
+	return Route{Service: svc}, nil
 }
 
 // RouteSMTP resolves the service for an SMTP session: the one the

@@ -24,6 +24,16 @@ func (t *Table) Route(host, path string) (Service, bool) {
 	return Service{}, false
 }
 
+// RouteRef is Route without the copy, for the request path: the service it
+// points to belongs to an immutable snapshot of the table and must not be
+// modified. Nil when no service matches.
+func (t *Table) RouteRef(host, path string) *Service {
+	if s := t.snap.Load().router.route(host, path); s != nil {
+		return &s.def
+	}
+	return nil
+}
+
 // router indexes the HTTP services of one snapshot. Every group is sorted
 // by path prefix length, longest first, then by name.
 type router struct {

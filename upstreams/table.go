@@ -295,6 +295,16 @@ func (t *Table) Service(name string) (Service, bool) {
 	return s.def.clone(), true
 }
 
+// ServiceRef is Service without the copy, for the request path: the
+// service belongs to an immutable snapshot and must not be modified. Nil
+// when there is no such service.
+func (t *Table) ServiceRef(name string) *Service {
+	if s := t.snap.Load().services[name]; s != nil {
+		return &s.def
+	}
+	return nil
+}
+
 // Services returns copies of all services, sorted by name.
 func (t *Table) Services() []Service {
 	snap := t.snap.Load()

@@ -220,3 +220,26 @@ func viewOf(t *testing.T, tb *Table, service, id string) UpstreamView {
 	t.Fatalf("no upstream %s/%s in snapshot", service, id)
 	return UpstreamView{}
 }
+
+// TestRefsMatchCopies: the allocation-free lookups answer like Route and
+// Service, and nil where those answer false.
+func TestRefsMatchCopies(t *testing.T) {
+	tab := NewTable(Config{})
+	tab.PutService(Service{Name: "api", Protocol: ProtoHTTP, Hosts: []string{"api.example.com"}, PathPrefix: "/"})
+	tab.PutService(Service{Name: "mail", Protocol: ProtoSMTP})
+	if ref, s := tab.RouteRef("api.example.com", "/x"), "api"; ref == nil || ref.Name != s {
+		t.Fatalf("RouteRef = %+v, want %s", ref, s)
+	}
+	if ref := tab.RouteRef("other.org", "/"); ref != nil {
+		t.Fatalf("RouteRef for an unknown host = %+v, want nil", ref)
+	}
+	if ref := tab.ServiceRef("mail"); ref == nil || ref.Protocol != ProtoSMTP {
+		t.Fatalf("ServiceRef(mail) = %+v", ref)
+	}
+	if ref := tab.ServiceRef("nosuch"); ref != nil {
+		t.Fatalf("ServiceRef(nosuch) = %+v, want nil", ref)
+	}
+	if n := testing.AllocsPerRun(100, func() { tab.RouteRef("api.example.com", "/x"); tab.ServiceRef("api") }); n != 0 {
+		t.Fatalf("refs allocate %v times", n)
+	}
+}
