@@ -1,7 +1,9 @@
 // Package http is the HTTP front end of a node: it turns a request into a
 // node admission (authorize, route, rate-limit, pick an upstream) and
 // proxies it with httputil.ReverseProxy, retrying once on another upstream
-// when that is safe.
+// when that is safe. Upstream requests go through a purpose-built HTTP/1.1
+// transport with a keep-alive pool per upstream (transport.go); upgrades
+// and the unusual go through net/http's Transport.
 package http
 
 import (
@@ -13,6 +15,7 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -68,34 +71,52 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Upstream connection limits that Config does not expose (net/http's
+// Transport defaults).
+const (
+	idleConnTimeout        = 90 * time.Second
+	maxResponseHeaderBytes = 10 << 20
+)
+
 // Server is the HTTP proxy.
 type Server struct {
-	cfg   Config
-	node  Admitter
-	log   hclog.Logger
-	proxy *httputil.ReverseProxy
-	srv   *http.Server
+	cfg      Config
+	node     Admitter
+	log      hclog.Logger
+	proxy    *httputil.ReverseProxy
+	upstream *upstreamTransport
+	srv      *http.Server
 }
 
 // New builds the proxy for n.
 func New(cfg Config, n Admitter) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, node: n, log: cfg.Logger}
-	transport := &http.Transport{
+	dial := (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	// The general transport carries what the upstream transport leaves to
+	// it: upgrades (WebSocket), Expect: 100-continue.
+	general := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dial,
 		MaxIdleConns:          0,
 		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerUpstream,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       idleConnTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
+		WriteBufferSize:       connBufferSize,
+		ReadBufferSize:        connBufferSize,
+	}
+	s.upstream = &upstreamTransport{
+		dial:                  dial,
+		fallback:              general,
+		responseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		maxHeaderBytes:        maxResponseHeaderBytes,
+		pool:                  newConnPool(cfg.MaxIdleConnsPerUpstream, idleConnTimeout),
 	}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:      rewrite,
-		Transport:    &retryTransport{next: transport, node: n, log: s.log},
+		Transport:    &retryTransport{next: s.upstream, node: n, log: s.log},
 		BufferPool:   newBufferPool(),
 		ErrorHandler: s.proxyError,
 		ErrorLog:     s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
@@ -119,8 +140,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting and waits for requests in flight, up to ctx.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+// Shutdown stops accepting and waits for requests in flight, up to ctx;
+// then it closes the idle connections to upstreams.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	s.upstream.CloseIdleConnections()
+	return err
+}
 
 // proxyState travels in the request context from ServeHTTP to the
 // transport: the route to pick from and the upstream currently chosen.
@@ -213,8 +239,9 @@ type retryTransport struct {
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := req.Context().Value(stateKey{}).(*proxyState)
-	body := &readTracker{ReadCloser: req.Body}
+	var body *readTracker
 	if req.Body != nil && req.Body != http.NoBody {
+		body = &readTracker{ReadCloser: req.Body}
 		req.Body = body
 	}
 	resp, err := t.next.RoundTrip(req)
@@ -256,15 +283,21 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // not read; an idempotent request without a body may be retried after any
 // connection failure.
 func safeToRetry(req *http.Request, body *readTracker, err error) bool {
-	if body.read {
+	if body != nil && body.read.Load() {
 		return false
 	}
 	if isDialError(err) {
 		return true
 	}
-	switch req.Method {
+	return idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody)
+}
+
+// idempotent reports whether sending a request with this method twice has
+// the effect of sending it once.
+func idempotent(method string) bool {
+	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return req.Body == nil || req.Body == http.NoBody
+		return true
 	}
 	return false
 }
@@ -290,15 +323,17 @@ func isTimeout(err error) bool {
 }
 
 // readTracker records whether the transport read any of the request body.
+// The body may be read from a goroutine of the transport that outlives a
+// failed RoundTrip, hence the atomic.
 type readTracker struct {
 	io.ReadCloser
-	read bool
+	read atomic.Bool
 }
 
 func (r *readTracker) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
-	if n > 0 {
-		r.read = true
+	if n > 0 && !r.read.Load() {
+		r.read.Store(true)
 	}
 	return n, err
 }
