@@ -31,14 +31,30 @@ type upConn struct {
 	limit int64
 	// read and written count the bytes that went through.
 	read, written int64
-	// interrupted is set when the request's context ended: no deadline
-	// set afterwards may undo the expired one.
-	interrupted atomic.Bool
-	closed      atomic.Bool
+	// A connection's deadlines only ever move to the past, to interrupt
+	// it for good: the wait for response headers is bounded by a timer
+	// of its own, cheaper to rearm than a deadline.
+	headerTimeout time.Duration
+	headerTimer   *time.Timer // nil without a timeout
+	// headerWait is headersIdle, headersTimedOut, or the mark of the
+	// wait in progress (its start, in nanoseconds since born, plus one).
+	headerWait atomic.Int64
+	born       time.Time
+	closed     atomic.Bool
 }
 
-func newUpConn(nc net.Conn, addr string) *upConn {
-	c := &upConn{nc: nc, addr: addr, limit: math.MaxInt64}
+// Header wait states besides the mark of a wait in progress.
+const (
+	headersIdle     int64 = 0
+	headersTimedOut int64 = -1
+)
+
+func newUpConn(nc net.Conn, addr string, headerTimeout time.Duration) *upConn {
+	c := &upConn{nc: nc, addr: addr, limit: math.MaxInt64, headerTimeout: headerTimeout, born: time.Now()}
+	if headerTimeout > 0 {
+		c.headerTimer = time.AfterFunc(time.Hour, c.headerTimedOut)
+		c.headerTimer.Stop()
+	}
 	c.br = bufio.NewReaderSize(c, connBufferSize)
 	c.bw = bufio.NewWriterSize(countingWriter{c}, connBufferSize)
 	c.idleCheck.init(nc)
@@ -92,24 +108,64 @@ func (c *upConn) send(req *http.Request, wrote chan<- error) {
 	}
 }
 
-// interrupt aborts whatever the connection is doing: the request's context
-// ended.
+// interrupt aborts whatever the connection is doing, for good: the
+// request's context ended.
 func (c *upConn) interrupt() {
-	c.interrupted.Store(true)
 	_ = c.nc.SetDeadline(time.Unix(1, 0))
 }
 
-// setReadDeadline sets the read deadline unless the connection was
-// interrupted, whose expired deadline must stay.
-func (c *upConn) setReadDeadline(t time.Time) {
-	_ = c.nc.SetReadDeadline(t)
-	if c.interrupted.Load() {
-		_ = c.nc.SetDeadline(time.Unix(1, 0))
+// awaitHeaders starts the response-header timeout and returns the mark
+// that headersIn takes; 0 when there is no timeout.
+func (c *upConn) awaitHeaders() int64 {
+	if c.headerTimer == nil {
+		return headersIdle
+	}
+	mark := int64(time.Since(c.born)) + 1
+	c.headerWait.Store(mark)
+	c.headerTimer.Reset(c.headerTimeout)
+	return mark
+}
+
+// headersIn ends the wait started with mark. It reports false when the
+// timeout came first: the connection was interrupted and is spent.
+func (c *upConn) headersIn(mark int64) bool {
+	if mark == headersIdle {
+		return true
+	}
+	c.headerTimer.Stop()
+	return c.headerWait.CompareAndSwap(mark, headersIdle)
+}
+
+// headerTimedOut runs when the header timer fires: if a wait is on and has
+// lasted the timeout, the connection is interrupted. A firing left over
+// from an earlier wait (its run raced with Stop) finds either no wait or a
+// younger one, rearmed, and does nothing.
+func (c *upConn) headerTimedOut() {
+	mark := c.headerWait.Load()
+	if mark <= 0 || time.Since(c.born)-time.Duration(mark-1) < c.headerTimeout {
+		return
+	}
+	if c.headerWait.CompareAndSwap(mark, headersTimedOut) {
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
 func (c *upConn) close() {
 	if c.closed.CompareAndSwap(false, true) {
+		if c.headerTimer != nil {
+			c.headerTimer.Stop()
+		}
 		_ = c.nc.Close()
 	}
 }
+
+// headerTimeoutError is the error of an upstream that did not answer in
+// time; it is a net.Error whose Timeout is true, like a deadline's.
+type headerTimeoutError struct{}
+
+func (e *headerTimeoutError) Error() string { return "timeout awaiting response headers" }
+
+func (e *headerTimeoutError) Timeout() bool   { return true }
+func (e *headerTimeoutError) Temporary() bool { return true }
+
+var _ net.Error = (*headerTimeoutError)(nil)

@@ -105,7 +105,7 @@ func (t *upstreamTransport) conn(ctx context.Context, addr string, fresh bool) (
 	if err != nil {
 		return nil, err
 	}
-	return newUpConn(nc, addr), nil
+	return newUpConn(nc, addr, t.responseHeaderTimeout), nil
 }
 
 // exchange sends req over c and reads the response headers. retry reports
@@ -142,10 +142,13 @@ func (t *upstreamTransport) exchange(ctx context.Context, c *upConn, req *http.R
 		return nil, stale && ctx.Err() == nil, fail(fmt.Errorf("send request to %s: %w", c.addr, err))
 	}
 	read := c.read
-	if t.responseHeaderTimeout > 0 {
-		c.setReadDeadline(time.Now().Add(t.responseHeaderTimeout))
-	}
+	mark := c.awaitHeaders()
 	resp, err = t.readResponse(c, req)
+	if !c.headersIn(mark) {
+		// Whatever was read, the timeout came first and interrupted the
+		// connection.
+		resp, err = nil, &headerTimeoutError{}
+	}
 	if err != nil {
 		if hasBody {
 			select {
@@ -160,9 +163,6 @@ func (t *upstreamTransport) exchange(ctx context.Context, c *upConn, req *http.R
 		}
 		stale := !hasBody && c.reused && c.read == read && !isTimeout(err) && replayable(req)
 		return nil, stale && ctx.Err() == nil, fail(fmt.Errorf("read response from %s: %w", c.addr, err))
-	}
-	if t.responseHeaderTimeout > 0 {
-		c.setReadDeadline(time.Time{})
 	}
 	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
 	if resp.Body == nil || resp.Body == http.NoBody {

@@ -825,3 +825,25 @@ func TestTransportFallback(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderTimerLateFiring: a firing of the header timer left over from an
+// earlier wait does not cut a younger one; a real one does.
+func TestHeaderTimerLateFiring(t *testing.T) {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	c := newUpConn(a, "pipe", 50*time.Millisecond)
+	t.Cleanup(c.close)
+	mark := c.awaitHeaders()
+	c.headerTimedOut() // as if left over: the wait has just begun
+	if !c.headersIn(mark) {
+		t.Fatal("a late firing cut a wait that had just begun")
+	}
+	mark = c.awaitHeaders()
+	_, err := c.br.ReadByte()
+	if !isTimeout(err) {
+		t.Fatalf("read error %v, want a timeout", err)
+	}
+	if c.headersIn(mark) {
+		t.Fatal("headersIn reports a wait that timed out as in time")
+	}
+}
