@@ -149,15 +149,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // proxyState travels in the request context from ServeHTTP to the
-// transport: the route to pick from and the upstream currently chosen.
+// transport: the route to pick from and the upstream currently chosen. It
+// is that context itself, the request's with the state as one more value,
+// and it holds the request's status recorder: one allocation for the three.
 type proxyState struct {
+	context.Context
 	route    node.Route
 	handle   *node.Handle
 	passAuth bool
 	retry    bool
+	rec      statusRecorder
 }
 
 type stateKey struct{}
+
+// Value returns the state for stateKey, and the request context's values
+// otherwise.
+func (st *proxyState) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
 // ServeHTTP admits and proxies one request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +185,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	st := &proxyState{route: adm.Route, handle: h, retry: true}
+	st := &proxyState{Context: r.Context(), route: adm.Route, handle: h, retry: true}
 	if adm.Route.Service != nil {
 		st.passAuth = adm.Route.Service.PassAuth
 		st.retry = adm.Route.Service.RetryEnabled()
@@ -189,9 +202,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// HTTP/1 server would otherwise wait for the whole body first).
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
-	rw := &statusRecorder{ResponseWriter: w}
-	s.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
-	s.node.ObserveHTTP(rw.status())
+	st.rec.ResponseWriter = w
+	s.proxy.ServeHTTP(&st.rec, r.WithContext(st))
+	s.node.ObserveHTTP(st.rec.status())
 }
 
 func facts(r *http.Request) node.Facts {
