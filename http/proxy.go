@@ -351,15 +351,24 @@ func (r *readTracker) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// bufferPool lends 32 KiB copy buffers to the proxy.
+// copyBufferSize sizes the proxy's copy buffers.
+const copyBufferSize = 32 << 10
+
+// bufferPool lends copy buffers to the proxy. It pools array pointers, so
+// that neither Get nor Put allocates.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufferSize]byte)[:] }
+
+func (b *bufferPool) Put(p []byte) {
+	if len(p) == copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(p))
+	}
+}
 
 // statusRecorder remembers the status written, for metrics. It keeps the
 // writer's optional interfaces reachable through Unwrap, which

@@ -269,3 +269,16 @@ func TestProxyForwardsHeadersAndTrailers(t *testing.T) {
 		}
 	}
 }
+
+func TestBufferPool(t *testing.T) {
+	p := newBufferPool()
+	b := p.Get()
+	if len(b) != copyBufferSize {
+		t.Fatalf("buffer of %d bytes, want %d", len(b), copyBufferSize)
+	}
+	p.Put(b)
+	p.Put(make([]byte, 10)) // not ours: dropped, not a panic
+	if n := testing.AllocsPerRun(100, func() { p.Put(p.Get()) }); n != 0 {
+		t.Fatalf("%v allocations per Get and Put, want 0", n)
+	}
+}
