@@ -136,8 +136,8 @@ func (t *upstreamTransport) exchange(ctx context.Context, c *upConn, req *http.R
 		wrote = make(chan error, 1)
 		go c.send(req, wrote)
 	} else if err := c.writeRequest(req); err != nil {
-		// Nothing reached the upstream: any request without a body can
-		// be sent again.
+		// A request without a body of which nothing reached the upstream
+		// can be sent again.
 		stale := c.reused && c.written == written
 		return nil, stale && ctx.Err() == nil, fail(fmt.Errorf("send request to %s: %w", c.addr, err))
 	}
@@ -150,6 +150,8 @@ func (t *upstreamTransport) exchange(ctx context.Context, c *upConn, req *http.R
 		resp, err = nil, &headerTimeoutError{}
 	}
 	if err != nil {
+		stale := !hasBody && c.reused && c.read == read && !isTimeout(err) && replayable(req)
+		err = fmt.Errorf("read response from %s: %w", c.addr, err)
 		if hasBody {
 			select {
 			case werr := <-wrote:
@@ -161,8 +163,7 @@ func (t *upstreamTransport) exchange(ctx context.Context, c *upConn, req *http.R
 			default:
 			}
 		}
-		stale := !hasBody && c.reused && c.read == read && !isTimeout(err) && replayable(req)
-		return nil, stale && ctx.Err() == nil, fail(fmt.Errorf("read response from %s: %w", c.addr, err))
+		return nil, stale && ctx.Err() == nil, fail(err)
 	}
 	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
 	if resp.Body == nil || resp.Body == http.NoBody {
