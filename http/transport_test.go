@@ -680,14 +680,16 @@ func TestTransportStreamsBothWays(t *testing.T) {
 		if err != nil || string(rest) != " +100000" {
 			t.Fatalf("rest %q %v", rest, err)
 		}
+		// The body was sent whole, so the connection goes back to the
+		// pool; when the writer reports after the response's end, that
+		// happens just after, off the caller's goroutine.
+		eventually(t, 5*time.Second, func() error {
+			if n := tr.pool.idleCount(addr); n != 1 {
+				return fmt.Errorf("%d idle connections, want 1", n)
+			}
+			return nil
+		})
 	}
-	// Both bodies were sent whole, so the connection was reused.
-	eventually(t, 5*time.Second, func() error {
-		if n := tr.pool.idleCount(addr); n != 1 {
-			return fmt.Errorf("%d idle connections, want 1", n)
-		}
-		return nil
-	})
 	if n := conns.Load(); n != 1 {
 		t.Fatalf("backend saw %d connections, want 1", n)
 	}
