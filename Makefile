@@ -9,7 +9,7 @@ GO        ?= go
 CASSANDRA := test/cassandra/cassandra.sh
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: build run test vet lint unit fuzz e2e cassandra-start cassandra-stop bench load
+.PHONY: build run test vet lint unit bench-smoke fuzz e2e cassandra-start cassandra-stop bench load
 
 build:
 	$(GO) build -o vulcan ./cmd/vulcan
@@ -28,6 +28,11 @@ lint:
 # Unit tests of every package (the end-to-end suite runs in e2e).
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '^vulcan/test$$')
+
+# Each benchmark once, so that a benchmark broken by a change fails the
+# suite instead of waiting for the next measurement.
+bench-smoke:
+	$(GO) test -run='^$$' -bench=. -benchtime=1x $$($(GO) list ./... | grep -v '^vulcan/test$$')
 
 # A few seconds of each fuzz target over decoders of untrusted bytes. The
 # budget is a count of executions, not a duration: Go 1.26's fuzz coordinator
@@ -50,7 +55,7 @@ e2e:
 test: vet lint
 	$(CASSANDRA) fetch
 	$(CASSANDRA) start
-	@VULCAN_TEST_CASSANDRA=$$($(CASSANDRA) status) $(MAKE) --no-print-directory unit fuzz e2e; \
+	@VULCAN_TEST_CASSANDRA=$$($(CASSANDRA) status) $(MAKE) --no-print-directory unit bench-smoke fuzz e2e; \
 	  rc=$$?; $(CASSANDRA) stop; exit $$rc
 
 cassandra-start:

@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -81,7 +82,7 @@ func BenchmarkAdmitHTTPCached(b *testing.B) {
 			if tc.limit {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				if _, err := n.AddLimit(ctx, node.Limit{AuthToken: "^t-", Period: 60, Threshold: 1 << 62}); err != nil {
+				if _, err := n.AddLimit(ctx, node.Limit{AuthToken: "^t-", Period: 60, Threshold: math.MaxInt32}); err != nil {
 					b.Fatal(err)
 				}
 			}
