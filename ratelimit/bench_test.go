@@ -34,6 +34,8 @@ func benchLimiter(b *testing.B, limits []Limit) *Limiter {
 	if err := l.SetLimits(limits); err != nil {
 		b.Fatal(err)
 	}
+	// The clock as Run keeps it.
+	b.Cleanup(l.clock.tick())
 	return l
 }
 

@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"regexp"
 	"testing"
-	"time"
 )
 
 // FuzzAnchoredMatch checks, for limit expressions as typed by an operator,
@@ -34,17 +33,4 @@ func FuzzAnchoredMatch(f *testing.F) {
 			t.Fatalf("%q on %q: matched=%v, want %v (leftmost match %v)", expr, value, got, want, loc)
 		}
 	})
-}
-
-func TestDefaultClockFollowsTheWallClock(t *testing.T) {
-	l := New(Config{})
-	for range 3 {
-		before := time.Now().Unix()
-		got := l.unixNow()
-		after := time.Now().Unix()
-		if got < before || got > after {
-			t.Fatalf("unixNow %d outside [%d, %d]", got, before, after)
-		}
-		l.reanchor()
-	}
 }

@@ -76,8 +76,10 @@ const numShards = 64
 
 // shard owns the counters and cached matches of the tokens that hash to it.
 type shard struct {
-	mu       sync.Mutex
-	cache    map[matchKey]*matchEntry
+	mu sync.Mutex
+	// cache is keyed by the hash of the entry's matchKey, which the entry
+	// holds to tell a collision from a hit.
+	cache    map[uint64]*matchEntry
 	counters map[counterRef]*counter
 	// touched lists the counters hit or denied since the last sync, each
 	// once (counter.queued); spare is the other buffer of the swap.
@@ -137,7 +139,7 @@ func New(cfg Config) *Limiter {
 	}
 	l.set.Store(&limitSet{})
 	for i := range l.shards {
-		l.shards[i].cache = make(map[matchKey]*matchEntry)
+		l.shards[i].cache = make(map[uint64]*matchEntry)
 		l.shards[i].counters = make(map[counterRef]*counter)
 	}
 	l.healthy.Store(true)
@@ -195,21 +197,22 @@ func (l *Limiter) Stats() Stats {
 // allowed; a denied request is counted nowhere.
 func (l *Limiter) Allow(req Request) Decision {
 	set := l.set.Load()
-	sh := l.shardOf(req.Token)
+	th := maphash.String(l.seed, req.Token)
+	sh := &l.shards[th&(numShards-1)]
+	h := l.tupleHash(th, &req)
 	sec := l.unixNow()
 	synced := l.cfg.Store != nil
 	failClosed := synced && l.cfg.FailClosed && !l.healthy.Load()
-	key := matchKey{req.Token, req.Protocol, req.Method, req.Path}
 
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.cache[key]
-	if e == nil || e.set != set {
+	e := sh.cache[h]
+	if e == nil || e.set != set || !e.key.of(&req) {
 		// Regexps run outside the lock: other tokens of the shard go on.
 		sh.mu.Unlock()
 		idx := set.match(&req)
 		sh.mu.Lock()
-		e = l.install(sh, key, set, idx)
+		e = l.install(sh, h, &req, set, idx)
 	}
 	// An unknown length (say -1 for a chunked body) is treated as 0, so
 	// that limits without data_size still apply.
@@ -240,6 +243,21 @@ func (l *Limiter) shardOf(token string) *shard {
 	return &l.shards[maphash.String(l.seed, token)&(numShards-1)]
 }
 
+// tupleHash hashes req's matchKey given th, the hash of its token: one
+// pass over the other three strings, cheaper than a map's hash of four.
+// Collisions only cost a cache miss, so the fields need no unambiguous
+// separator.
+func (l *Limiter) tupleHash(th uint64, req *Request) uint64 {
+	var mh maphash.Hash
+	mh.SetSeed(l.seed)
+	_, _ = mh.WriteString(req.Protocol)
+	_ = mh.WriteByte(0)
+	_, _ = mh.WriteString(req.Method)
+	_ = mh.WriteByte(0)
+	_, _ = mh.WriteString(req.Path)
+	return mh.Sum64() ^ (th*0x9e3779b97f4a7c15 + 1)
+}
+
 // decide checks every applicable limit of e, then counts the hit in all of
 // them if none is exhausted. Called with sh locked.
 // Limits with data_size <= skipTo were applied by an earlier decision on
@@ -261,7 +279,7 @@ func (l *Limiter) decide(sh *shard, e *matchEntry, length, skipTo, sec int64, sy
 			first = el
 		}
 		c := el.c
-		c.advance(c.windowStart(sec))
+		c.advanceTo(sec)
 		if c.total >= el.threshold {
 			if ra := c.retryAfter(sec, el.threshold); d.Allowed || ra > retry {
 				d.Allowed, d.Limit, retry = false, el.lim, ra
@@ -327,11 +345,11 @@ func (sh *shard) touch(c *counter) {
 
 // install caches the limits of set matching key, evicting an arbitrary
 // entry when the shard's share of the cache is full. Called with sh locked.
-func (l *Limiter) install(sh *shard, key matchKey, set *limitSet, idx []int32) *matchEntry {
-	if e := sh.cache[key]; e != nil && e.set == set {
+func (l *Limiter) install(sh *shard, h uint64, req *Request, set *limitSet, idx []int32) *matchEntry {
+	if e := sh.cache[h]; e != nil && e.set == set && e.key.of(req) {
 		return e // another request of the same tuple got here first
 	}
-	if _, ok := sh.cache[key]; !ok && len(sh.cache) >= l.cacheCap {
+	if _, ok := sh.cache[h]; !ok && len(sh.cache) >= l.cacheCap {
 		for k := range sh.cache {
 			delete(sh.cache, k)
 			break
@@ -339,15 +357,15 @@ func (l *Limiter) install(sh *shard, key matchKey, set *limitSet, idx []int32) *
 	}
 	// The request's strings may be slices of a larger buffer; the cache
 	// must not keep that alive.
-	key = matchKey{strings.Clone(key.token), strings.Clone(key.protocol),
-		strings.Clone(key.method), strings.Clone(key.path)}
-	e := &matchEntry{set: set, lims: make([]entryLimit, len(idx))}
+	key := matchKey{strings.Clone(req.Token), strings.Clone(req.Protocol),
+		strings.Clone(req.Method), strings.Clone(req.Path)}
+	e := &matchEntry{key: key, set: set, lims: make([]entryLimit, len(idx))}
 	for j, i := range idx {
 		lim := &set.limits[i]
 		e.lims[j] = entryLimit{lim: lim, threshold: lim.Threshold, dataSize: lim.DataSize, idx: i}
 	}
 	l.resolve(sh, key.token, e)
-	sh.cache[key] = e
+	sh.cache[h] = e
 	return e
 }
 
@@ -380,6 +398,9 @@ func (l *Limiter) Run(ctx context.Context) {
 		return
 	}
 	defer l.running.Store(false)
+	if l.clock != nil {
+		defer l.clock.tick()()
+	}
 	// Sync rounds start on wall-clock multiples of SyncInterval, so every
 	// node of a cluster writes and re-reads at about the same instants: a
 	// hit admitted anywhere is then seen everywhere within one interval,

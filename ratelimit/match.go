@@ -83,16 +83,21 @@ func bucketWidth(period int64) int64 {
 	return (period + maxBuckets - 1) / maxBuckets
 }
 
-// matchKey is what decides which limits match; a struct of strings so that
-// a lookup does not allocate.
+// matchKey is what decides which limits match.
 type matchKey struct {
 	token, protocol, method, path string
+}
+
+// of reports whether k is req's key.
+func (k *matchKey) of(req *Request) bool {
+	return k.token == req.Token && k.path == req.Path && k.method == req.Method && k.protocol == req.Protocol
 }
 
 // matchEntry caches, for one matchKey, the limits of one set that match and
 // the counters of the token under each of them. A sweep that drops a
 // counter drops the entries holding it, so an entry's counters are live.
 type matchEntry struct {
+	key  matchKey
 	set  *limitSet
 	lims []entryLimit
 }

@@ -22,6 +22,9 @@ func (b *bucket) hits() int64 {
 // noPending marks a counter without pending hits.
 const noPending = math.MaxInt64
 
+// never is the dropAt of a counter without live buckets.
+const never = math.MaxInt64
+
 // counter is the sliding window of one (token, limit id). It is guarded by
 // the lock of the shard that owns it. The fields a decision reads and
 // writes come first, to share one cache line.
@@ -31,10 +34,15 @@ type counter struct {
 	// head have left the window and are reused once the slice is full.
 	buckets []bucket
 	head    int
-	period  int64
-	width   int64
-	queued  bool // in its shard's touched list, waiting for a sync
-	dead    bool // dropped from the shard
+	// dropAt is the first second at which the oldest live bucket has left
+	// the window, so that a decision passes over advance until then; it
+	// may be lower than that (advance then only recomputes it), never
+	// higher.
+	dropAt int64
+	period int64
+	width  int64
+	queued bool // in its shard's touched list, waiting for a sync
+	dead   bool // dropped from the shard
 	// pendingFrom is the oldest bucket holding pending hits, so that a sync
 	// scans only the recent end of the window.
 	pendingFrom int64
@@ -47,7 +55,7 @@ type counter struct {
 }
 
 func newCounter(key string, sh *shard) *counter {
-	return &counter{key: key, sh: sh, pendingFrom: noPending}
+	return &counter{key: key, sh: sh, pendingFrom: noPending, dropAt: never}
 }
 
 // configure applies the limit's period; a new bucket width makes the old
@@ -59,6 +67,7 @@ func (c *counter) configure(period, width int64) {
 	}
 	c.period, c.width = period, width
 	c.retryAt = 0
+	c.dropAt = 0
 }
 
 // alignDown returns the start of the width-second bucket holding sec.
@@ -79,6 +88,13 @@ func (c *counter) windowStart(sec int64) int64 {
 	return alignDown(sec-c.period+1, c.width)
 }
 
+// advanceTo drops the buckets that have left the window ending at sec.
+func (c *counter) advanceTo(sec int64) {
+	if sec >= c.dropAt {
+		c.advance(c.windowStart(sec))
+	}
+}
+
 // advance drops the buckets that start before ws.
 func (c *counter) advance(ws int64) {
 	for c.head < len(c.buckets) && c.buckets[c.head].sec < ws {
@@ -87,7 +103,10 @@ func (c *counter) advance(ws int64) {
 	}
 	if c.head == len(c.buckets) {
 		c.buckets, c.head = c.buckets[:0], 0
+		c.dropAt = never
+		return
 	}
+	c.dropAt = c.expiry(c.buckets[c.head].sec)
 }
 
 // bucketAt returns the bucket holding sec, creating it.
@@ -107,6 +126,7 @@ func (c *counter) bucketAt(sec int64) *bucket {
 		c.buckets, c.head = c.buckets[:n], 0
 	}
 	c.buckets = append(c.buckets, bucket{sec: start})
+	c.dropAt = min(c.dropAt, c.expiry(start))
 	return &c.buckets[len(c.buckets)-1]
 }
 
@@ -116,6 +136,7 @@ func (c *counter) insert(start int64) *bucket {
 	i, found := c.find(start)
 	if !found {
 		c.buckets = slices.Insert(c.buckets, i, bucket{sec: start})
+		c.dropAt = min(c.dropAt, c.expiry(start))
 	}
 	return &c.buckets[i]
 }
@@ -263,6 +284,9 @@ func (c *counter) merge(since int64, cells []cell) {
 		}
 		c.buckets, c.head = out, 0
 		live = out
+		if len(out) > 0 {
+			c.dropAt = min(c.dropAt, c.expiry(out[0].sec))
+		}
 	}
 	c.total = 0
 	j := 0
