@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"vulcan/upstreams"
 )
 
 // metrics is the node's Prometheus registry. It is the node's own (no
@@ -54,6 +56,8 @@ type tableCollector struct {
 	n        *Node
 	inFlight *prometheus.Desc
 	up       *prometheus.Desc
+	picks    *prometheus.Desc
+	failures *prometheus.Desc
 }
 
 func newTableCollector(n *Node) *tableCollector {
@@ -61,20 +65,27 @@ func newTableCollector(n *Node) *tableCollector {
 		n:        n,
 		inFlight: prometheus.NewDesc("vulcan_upstream_in_flight", "Requests and sessions in flight to an upstream through this node.", []string{"service", "upstream"}, nil),
 		up:       prometheus.NewDesc("vulcan_upstream_up", "1 when the upstream is healthy, 0 when down.", []string{"service", "upstream", "state"}, nil),
+		picks:    prometheus.NewDesc("vulcan_upstream_requests_total", "Requests and SMTP sessions sent to an upstream by this node.", []string{"service", "upstream"}, nil),
+		failures: prometheus.NewDesc("vulcan_upstream_connect_failures_total", "Requests and SMTP sessions of this node whose connection to the upstream failed.", []string{"service", "upstream"}, nil),
 	}
 }
 
 func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.inFlight
 	ch <- c.up
+	ch <- c.picks
+	ch <- c.failures
 }
 
 func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 	local := c.n.table.InFlight()
+	counts := c.n.table.Counts()
 	for _, s := range c.n.Services() {
 		for _, u := range s.Upstreams {
-			key := s.Name + "/" + u.ID
+			key := upstreams.Key(s.Name, u.ID)
 			ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(local[key]), s.Name, u.ID)
+			ch <- prometheus.MustNewConstMetric(c.picks, prometheus.CounterValue, float64(counts[key].Picks), s.Name, u.ID)
+			ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(counts[key].Failures), s.Name, u.ID)
 			v := 0.0
 			if u.Health == "up" {
 				v = 1

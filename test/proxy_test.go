@@ -239,12 +239,21 @@ func TestKilledUpstreamIsAvoidedAndComesBack(t *testing.T) {
 			t.Fatalf("warm-up GET: %d %v", code, err)
 		}
 	}
+	sentB2 := `vulcan_upstream_requests_total{service="web",upstream="b2"}`
+	failedB2 := `vulcan_upstream_connect_failures_total{service="web",upstream="b2"}`
+	sent0, failed0 := rlMustMetric(t, a, sentB2), rlMustMetric(t, a, failedB2)
 	b2.close()
 	for i := range 200 {
 		code, up, body, err := get(c, a, "", fmt.Sprintf("/r%d", i))
 		if err != nil || code != 200 || up != "b1" {
 			t.Fatalf("request %d with b2 dead: %d from %q %q %v", i, code, up, body, err)
 		}
+	}
+	// At most the one request that found b2 dead (a failing health check
+	// may have found it first) was sent its way, and retried on b1.
+	sent, failed := rlMustMetric(t, a, sentB2)-sent0, rlMustMetric(t, a, failedB2)-failed0
+	if sent > 1 || failed != sent {
+		t.Fatalf("while b2 was down, %v requests were sent to it and %v failed; want at most 1, failed", sent, failed)
 	}
 	eventually(t, 5*time.Second, func() error {
 		var svc struct {

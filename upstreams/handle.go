@@ -44,6 +44,7 @@ func (h *Handle) Release() {
 // Only the first of Failed and Succeeded counts. It does not release.
 func (h *Handle) Failed(err error) {
 	if h.setFlag(flagReported) {
+		h.m.l.failures.Add(1)
 		h.m.fail(h.trial, err)
 	}
 }

@@ -12,6 +12,10 @@ import (
 type live struct {
 	inflight atomic.Int64
 	draining atomic.Bool
+	// picks counts the requests and sessions sent to the upstream, and
+	// failures those whose connection failed (health checks aside), for
+	// metrics.
+	picks, failures atomic.Uint64
 }
 
 // target is the state of an upstream that belongs to its address: health

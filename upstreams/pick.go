@@ -132,6 +132,7 @@ func take(m *member, trial bool, now *clockReading) *Handle {
 		}
 		trial = still
 	}
+	m.l.picks.Add(1)
 	return &Handle{m: m, trial: trial}
 }
 

@@ -2,6 +2,7 @@ package upstreams
 
 import (
 	"errors"
+	"maps"
 	"reflect"
 	"runtime"
 	"slices"
@@ -469,4 +470,38 @@ func TestPickAllocations(t *testing.T) {
 		}
 	}
 	_ = boolp
+}
+
+// TestCountsPicksAndFailures: Counts has every pick of an upstream and the
+// failures reported for them, once per handle; a drained upstream's count
+// stops.
+func TestCountsPicksAndFailures(t *testing.T) {
+	tb, _, _ := newTestTable(t, Config{})
+	addService(t, tb, Service{Name: "web"}, 1, 1)
+	c := countIDs(pickIDs(t, tb, "web", 10))
+	var a *Handle
+	for a == nil {
+		h := mustPick(t, tb, "web", nil)
+		c[h.ID()]++
+		if h.ID() == "a" {
+			a = h
+		} else {
+			h.Release()
+		}
+	}
+	a.Failed(errors.New("refused"))
+	a.Failed(errors.New("reported twice"))
+	a.Release()
+	tb.SetState("web", "b", StateDraining)
+	if _, err := tb.Pick("web", nil); err == nil {
+		t.Fatal("picked with a down and b draining")
+	}
+	got := tb.Counts()
+	want := map[string]Counts{
+		Key("web", "a"): {Picks: uint64(c["a"]), Failures: 1},
+		Key("web", "b"): {Picks: uint64(c["b"])},
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("counts %v, want %v", got, want)
+	}
 }

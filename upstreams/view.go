@@ -46,6 +46,25 @@ func (t *Table) InFlight() map[string]int64 {
 	return out
 }
 
+// Counts are an upstream's totals through this node since it started.
+type Counts struct {
+	// Picks counts the requests and sessions sent to the upstream.
+	Picks uint64
+	// Failures counts those whose connection failed (health checks aside).
+	Failures uint64
+}
+
+// Counts returns the totals of every registered upstream by Key(service, id).
+func (t *Table) Counts() map[string]Counts {
+	out := map[string]Counts{}
+	for _, s := range t.snap.Load().services {
+		for _, m := range s.members {
+			out[m.key] = Counts{Picks: m.l.picks.Load(), Failures: m.l.failures.Load()}
+		}
+	}
+	return out
+}
+
 func (m *member) view() UpstreamView {
 	state := StateActive
 	if m.l.draining.Load() {
