@@ -197,8 +197,8 @@ func (l *Limiter) Stats() Stats {
 // allowed; a denied request is counted nowhere.
 func (l *Limiter) Allow(req Request) Decision {
 	set := l.set.Load()
-	th := maphash.String(l.seed, req.Token)
-	sh := &l.shards[th&(numShards-1)]
+	th := l.tokenHash(req.Token)
+	sh := l.shardFor(th)
 	h := l.tupleHash(th, &req)
 	sec := l.unixNow()
 	synced := l.cfg.Store != nil
@@ -239,9 +239,12 @@ func (l *Limiter) reanchor() {
 }
 
 // shardOf returns the shard that owns token's counters.
-func (l *Limiter) shardOf(token string) *shard {
-	return &l.shards[maphash.String(l.seed, token)&(numShards-1)]
-}
+func (l *Limiter) shardOf(token string) *shard { return l.shardFor(l.tokenHash(token)) }
+
+func (l *Limiter) tokenHash(token string) uint64 { return maphash.String(l.seed, token) }
+
+// shardFor returns the shard of the token whose hash is th.
+func (l *Limiter) shardFor(th uint64) *shard { return &l.shards[th&(numShards-1)] }
 
 // tupleHash hashes req's matchKey given th, the hash of its token: one
 // pass over the other three strings, cheaper than a map's hash of four.

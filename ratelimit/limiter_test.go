@@ -337,6 +337,28 @@ func TestMatchCacheIsBounded(t *testing.T) {
 	}
 }
 
+// TestMatchCacheCollisionIsAMiss: an entry found under a request's hash but
+// made for another tuple (a hash collision, forced here) is not used.
+func TestMatchCacheCollisionIsAMiss(t *testing.T) {
+	l, _ := newTestLimiter(t, Config{}, Limit{ID: "a", Path: "/a", Period: 60, Threshold: 1})
+	a := Request{Token: "t", Path: "/a"}
+	b := Request{Token: "t", Path: "/b"}
+	if d := l.Allow(a); !d.Allowed || d.Limit == nil {
+		t.Fatalf("first /a: %+v", d)
+	}
+	th := l.tokenHash("t")
+	sh := l.shardFor(th)
+	sh.cache[l.tupleHash(th, &b)] = sh.cache[l.tupleHash(th, &a)]
+	for i := range 3 {
+		if d := l.Allow(b); !d.Allowed || d.Limit != nil {
+			t.Fatalf("/b %d under /a's entry: %+v, want allowed by no limit", i, d)
+		}
+	}
+	if d := l.Allow(a); d.Allowed {
+		t.Fatalf("second /a: %+v, want denied", d)
+	}
+}
+
 func TestIdleCountersDropped(t *testing.T) {
 	l, clk := newTestLimiter(t, Config{}, Limit{ID: "a", Period: 10, Threshold: 1})
 	for i := range 100 {
