@@ -1,8 +1,8 @@
 # vulcan — build and test.
 #
 #   make run     run a node with the defaults (embedded store in ./vulcan-data)
-#   make test    everything: vet, staticcheck, unit tests with -race, fuzz
-#                smoke runs, and the end-to-end suite against real processes
+#   make test    everything: vet, staticcheck, unit tests with -race, each
+#                benchmark once, fuzz smoke runs, and the end-to-end suite against real processes
 #                and a real Apache Cassandra (started and stopped here)
 
 GO        ?= go
