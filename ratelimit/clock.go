@@ -8,8 +8,8 @@ import (
 
 // wallClock tells the Unix second. While Run runs, a timer set for the
 // start of every second keeps the current second in sec, so that a
-// decision reads one atomic word instead of the clock (a clock read costs
-// as much as a third of a decision on a virtual machine). Otherwise the
+// decision reads one atomic word instead of the clock (a clock read was a
+// seventh of a decision's time on a virtual machine). Otherwise the
 // second is computed from the monotonic clock: one clock read instead of
 // time.Now's two. Reanchor realigns the monotonic reading with the wall
 // clock, so that a step of the wall clock is followed at the next sync or
